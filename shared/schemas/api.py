@@ -1,0 +1,213 @@
+"""Request/response models of API v1 and the records behind them.
+
+Clients depend on these names: add fields, never rename. Size limits that depend
+on settings are checked in the interface (413); the bounds here are the hard ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from shared.schemas.memcube import MemCube, Origin, SemanticType
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- records kept by the vault -------------------------------------------------
+
+
+class TenantRecord(_Strict):
+    id: str
+    name: str
+    created_at: AwareDatetime
+
+
+class NamespaceRecord(_Strict):
+    id: str
+    tenant: str
+    name: str
+    description: str = ""
+    created_at: AwareDatetime
+
+
+class ApiKeyRecord(_Strict):
+    """An API key as stored: only the sha256 of the secret, never the key."""
+
+    prefix: str = Field(description="public, non-secret part used to find the record")
+    key_hash: str
+    tenant: str
+    principal: str
+    role: str = "tenant_admin"
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+    revoked: bool = False
+
+
+# --- requests ------------------------------------------------------------------
+
+
+class TenantCreate(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class TenantCreated(_Strict):
+    id: str
+    name: str
+    api_key: str
+
+
+class NamespaceCreate(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=2000)
+
+
+class NamespaceList(_Strict):
+    namespaces: list[NamespaceRecord]
+
+
+class ChatMessage(_Strict):
+    id: str = Field(min_length=1, max_length=256)
+    role: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(default=None, max_length=256)
+    content: str = Field(min_length=1)
+    timestamp: AwareDatetime | None = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _naive_is_utc(cls, v: Any) -> Any:
+        return _assume_utc(v)
+
+
+class MemoryCreate(_Strict):
+    """Either ``text`` (one cube) or ``messages`` (one cube per message), not both."""
+
+    text: str | None = Field(default=None, min_length=1)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    semantic_type: SemanticType | None = None
+    event_time: AwareDatetime | None = None
+    ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 24 * 3600)
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _naive_is_utc(cls, v: Any) -> Any:
+        return _assume_utc(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not 1 <= len(t) <= 128:
+                raise ValueError("each tag must be 1-128 characters")
+        return v
+
+
+class MemoryPatch(_Strict):
+    text: str | None = Field(default=None, min_length=1)
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+
+
+class SearchFilters(_Strict):
+    """Metadata filters; all given conditions must hold."""
+
+    tags_any: list[str] | None = None
+    tags_all: list[str] | None = None
+    semantic_type: list[SemanticType] | None = None
+    origin: list[Origin] | None = None
+    event_time_from: AwareDatetime | None = None
+    event_time_to: AwareDatetime | None = None
+    metadata: dict[str, str | int | float | bool] | None = Field(
+        default=None, description="equality on top-level metadata keys"
+    )
+
+
+class SearchRequest(_Strict):
+    query: str = Field(min_length=1)
+    namespaces: list[str] = Field(min_length=1)
+    top_k: int = Field(default=10, ge=1, le=1000)
+    filters: SearchFilters | None = None
+
+
+class SearchHit(_Strict):
+    id: str
+    namespace: str
+    text: str
+    score: float
+    sources: list[str]
+    metadata: dict[str, Any]
+    event_time: AwareDatetime | None
+    version: int
+
+
+class SearchResponse(_Strict):
+    results: list[SearchHit]
+
+
+class MemoriesResponse(_Strict):
+    memories: list[MemCube]
+
+
+class HistoryResponse(_Strict):
+    versions: list[MemCube]
+
+
+class LineageEdge(_Strict):
+    kind: str
+    src: str
+    dst: str
+    reason: str = ""
+
+
+class LineageResponse(_Strict):
+    cube: str
+    edges: list[LineageEdge]
+
+
+# --- what the interface hands the vault ---------------------------------------
+
+
+class CubeDraft(_Strict):
+    """A cube to create, already read (MemReader) but not yet embedded or stored."""
+
+    text: str
+    semantic_type: SemanticType = SemanticType.fact
+    origin: Origin = Origin.user_input
+    event_time: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: int | None = None
+    embedding_text: str | None = Field(
+        default=None, description="text to embed when it differs from text (context)"
+    )
+
+
+class Caller(_Strict):
+    """Who is asking, as established by authentication."""
+
+    tenant: str
+    principal: str
+    role: str = "tenant_admin"
+
+
+def _assume_utc(v: Any) -> Any:
+    """Clients often send naive timestamps; memgrid reads them as UTC."""
+    from datetime import UTC
+
+    if isinstance(v, datetime) and v.tzinfo is None:
+        return v.replace(tzinfo=UTC)
+    if isinstance(v, str) and v and not any(c in v[10:] for c in "Zz+-"):
+        try:
+            return datetime.fromisoformat(v).replace(tzinfo=UTC)
+        except ValueError:
+            return v
+    return v

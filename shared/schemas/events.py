@@ -1,0 +1,172 @@
+"""Event envelope (CloudEvents 1.0 + memgrid extensions) and the memory.* facts.
+
+The envelope attributes and event type names are a public contract: outside
+subscribers read them. ``schemaversion`` lets an old consumer and a new producer
+coexist: producers only ever add optional fields within a major version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.schemas.memcube import LifecycleState, Origin, SemanticType, Tier, utcnow
+
+SPEC_VERSION = "1.0"
+TYPE_PREFIX = "io.memgrid."
+
+
+class EventData(BaseModel):
+    """Base of every event payload; ``topic`` is where it is published."""
+
+    model_config = ConfigDict(extra="allow")  # tolerate fields from newer producers
+    topic: ClassVar[str]
+    schema_version: ClassVar[str] = "1"
+
+
+class MemoryCreated(EventData):
+    topic: ClassVar[str] = "memory.created"
+    cube_id: str
+    version: int
+    tier: Tier
+    origin: Origin
+    semantic_type: SemanticType
+    tags: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    event_time: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    principal: str | None = None
+
+
+class MemoryUpdated(EventData):
+    topic: ClassVar[str] = "memory.updated"
+    cube_id: str
+    version: int
+    previous_version: int
+    changed: list[str]
+    principal: str | None = None
+
+
+class MemoryDeleted(EventData):
+    topic: ClassVar[str] = "memory.deleted"
+    cube_id: str
+    version: int
+    reason: str = "deleted by client"
+    principal: str | None = None
+
+
+class MemoryAccessed(EventData):
+    topic: ClassVar[str] = "memory.accessed"
+    cube_id: str
+    version: int
+    channel: str = Field(description="search | inference")
+    query_id: str
+    rank: int = Field(ge=1)
+    score: float
+    principal: str | None = None
+    session_id: str | None = None
+
+
+class MemoryPromoted(EventData):
+    topic: ClassVar[str] = "memory.promoted"
+    cube_ids: list[str]
+    from_tier: Tier
+    to_tier: Tier
+    target_id: str = Field(description="the KV cache or adapter id")
+    reason: str
+
+
+class MemoryDemoted(EventData):
+    topic: ClassVar[str] = "memory.demoted"
+    cube_ids: list[str]
+    from_tier: Tier
+    to_tier: Tier
+    target_id: str
+    reason: str
+
+
+class MemoryExpired(EventData):
+    topic: ClassVar[str] = "memory.expired"
+    cube_id: str
+    version: int
+    reason: str
+    previous_state: LifecycleState | None = None
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.topic: cls
+    for cls in (
+        MemoryCreated,
+        MemoryUpdated,
+        MemoryDeleted,
+        MemoryAccessed,
+        MemoryPromoted,
+        MemoryDemoted,
+        MemoryExpired,
+    )
+}
+
+
+class EventEnvelope(BaseModel):
+    """CloudEvents 1.0 structured-mode event with memgrid extension attributes.
+
+    Extension attribute names follow CloudEvents rules (lower-case letters and
+    digits only): ``tenant``, ``namespace``, ``schemaversion``, ``traceparent``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: str = SPEC_VERSION
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    source: str
+    type: str
+    subject: str | None = None
+    time: AwareDatetime = Field(default_factory=utcnow)
+    datacontenttype: str = "application/json"
+    tenant: str
+    namespace: str | None = None
+    schemaversion: str = "1"
+    traceparent: str | None = None
+    data: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return self.type.removeprefix(TYPE_PREFIX)
+
+    @property
+    def key(self) -> str:
+        """Partition key: the cube id (subject), else the namespace, else the tenant."""
+        return self.subject or self.namespace or self.tenant
+
+    def parse(self) -> EventData:
+        """The typed payload; raises pydantic.ValidationError for a malformed one."""
+        cls = EVENT_TYPES.get(self.topic)
+        if cls is None:
+            raise KeyError(f"unknown event type {self.type}")
+        return cls.model_validate(self.data)
+
+
+def make_event(
+    data: EventData,
+    *,
+    source: str,
+    tenant: str,
+    namespace: str | None,
+    subject: str | None = None,
+    traceparent: str | None = None,
+    time: datetime | None = None,
+) -> EventEnvelope:
+    return EventEnvelope(
+        source=source,
+        type=TYPE_PREFIX + data.topic,
+        subject=subject if subject is not None else getattr(data, "cube_id", None),
+        tenant=tenant,
+        namespace=namespace,
+        schemaversion=data.schema_version,
+        traceparent=traceparent,
+        time=time or utcnow(),
+        data=data.model_dump(mode="json"),
+    )

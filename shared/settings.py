@@ -1,0 +1,196 @@
+"""The one settings tree. Nothing else in memgrid reads the environment.
+
+Every value comes from ``MEMGRID_*`` environment variables (nested groups use a
+double underscore: ``MEMGRID_SEARCH__DENSE_WEIGHT``) or from keyword arguments in
+tests. Unknown ``MEMGRID_*`` variables and unknown backend names stop start-up
+with a message that names them, because a typo silently falling back to a default
+(say, an in-memory bus in production) is worse than not starting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+ENV_PREFIX = "MEMGRID_"
+NESTED = "__"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GraphSettings(_Group):
+    """Where the vault keeps cubes, versions and provenance.
+
+    ``url`` picks the adapter by scheme: ``sqlite:///path`` or ``bolt://host:port``.
+    Empty means SQLite under the data directory.
+    """
+
+    url: str = ""
+    user: str = "neo4j"
+    password: SecretStr = SecretStr("")
+    database: str = "neo4j"
+
+
+class BlobSettings(_Group):
+    """Content-addressed blob storage: ``file:///dir`` or ``s3://bucket`` (MinIO)."""
+
+    url: str = ""
+    endpoint: str = "127.0.0.1:9000"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    secure: bool = False
+
+
+class BusSettings(_Group):
+    """Event bus: ``memory://`` (in process) or ``kafka://host:port``."""
+
+    url: str = "memory://"
+    client_id: str = "memgrid"
+    dead_letter_topic: str = "memgrid.deadletter"
+    max_delivery_attempts: int = Field(default=5, ge=1, le=100)
+
+
+class EmbedderSettings(_Group):
+    """Text embeddings. ``minilm`` is all-MiniLM-L6-v2 shipped on PyPI;
+    ``hashing`` is a dependency-free feature-hashing embedder for unit tests."""
+
+    backend: str = "minilm"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    device: str = "cpu"
+    threads: int = Field(default=0, ge=0, le=256, description="0 = torch default")
+
+
+class SearchSettings(_Group):
+    """Hybrid retrieval. Weights are for reciprocal-rank fusion; see docs/retrieval.md."""
+
+    dense_weight: float = Field(default=1.0, ge=0.0)
+    keyword_weight: float = Field(default=1.0, ge=0.0)
+    time_weight: float = Field(default=0.5, ge=0.0)
+    rrf_k: int = Field(default=60, ge=1)
+    candidates: int = Field(default=100, ge=10, le=2000)
+    context_window: int = Field(
+        default=1, ge=0, le=5, description="preceding messages folded into a message's embedding"
+    )
+    max_top_k: int = Field(default=100, ge=1, le=1000)
+
+
+class LimitSettings(_Group):
+    """Request size limits. Over them the API answers 413."""
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_text_chars: int = Field(default=32_000, ge=16)
+    max_messages: int = Field(default=10_000, ge=1)
+    max_query_chars: int = Field(default=4_000, ge=16)
+    max_namespaces_per_search: int = Field(default=50, ge=1)
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=64)
+    max_tags: int = Field(default=64, ge=1)
+
+
+class TelemetrySettings(_Group):
+    """Tracing exporter: ``none`` (default), ``console``, ``otlp`` or ``memory`` (tests)."""
+
+    exporter: Literal["none", "console", "otlp", "memory"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "memgrid"
+
+
+class ExtractorSettings(_Group):
+    """MemReader's optional LLM extractor (OpenAI-compatible). Off by default."""
+
+    backend: Literal["none", "openai"] = "none"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class VaultClientSettings(_Group):
+    """How the interface reaches the vault: in process (embedded) or over HTTP."""
+
+    url: str = "inproc://"
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Root of the tree. Build it once per process and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    mode: Literal["embedded", "distributed"] = "embedded"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    data_dir: Path = Path(".memgrid")
+    admin_key: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    graph: GraphSettings = GraphSettings()
+    blob: BlobSettings = BlobSettings()
+    bus: BusSettings = BusSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    search: SearchSettings = SearchSettings()
+    limits: LimitSettings = LimitSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    extractor: ExtractorSettings = ExtractorSettings()
+    vault: VaultClientSettings = VaultClientSettings()
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.graph.url:
+            self.graph.url = f"sqlite:///{(self.data_dir / 'graph.db').as_posix()}"
+        if not self.blob.url:
+            self.blob.url = f"file://{(self.data_dir / 'blobs').resolve().as_posix()}"
+        return self
+
+
+def _known_env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        full = prefix + name.upper()
+        names.add(full)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            names |= _known_env_names(ann, full + NESTED)
+    return names
+
+
+def unknown_env_settings(environ: dict[str, str] | None = None) -> list[str]:
+    """``MEMGRID_*`` variables that match no setting, each with a suggestion if one is close."""
+    env = dict(os.environ if environ is None else environ)
+    known = _known_env_names(Settings, ENV_PREFIX)
+    problems = []
+    for key in sorted(k for k in env if k.upper().startswith(ENV_PREFIX)):
+        if key.upper() in known:
+            continue
+        close = difflib.get_close_matches(key.upper(), sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{key}{hint}")
+    return problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads the environment once, refusing unknown names. Raises ConfigError."""
+    unknown = unknown_env_settings()
+    if unknown:
+        raise ConfigError("unknown memgrid settings: " + ", ".join(unknown))
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [
+            f"  {ENV_PREFIX}{NESTED.join(str(p).upper() for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid memgrid settings:\n" + "\n".join(lines)) from exc
