@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path(".memgrid")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "memgrid",
+        description="derived artefacts shared across data dirs (converted models)",
+    )
     admin_key: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -1,0 +1,54 @@
+# memgrid — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when pyproject.toml changes; the stamp names the extras installed.
+STAMP_RUN := $(VENV)/.stamp-run
+STAMP_TEST := $(VENV)/.stamp-test
+PYTEST_ARGS ?=
+
+.PHONY: run test lint unit contract integration e2e bench clean help
+
+help:
+	@echo "make run    - install and start memgrid (embedded) on http://127.0.0.1:$${MEMGRID_PORT:-8080}"
+	@echo "make test   - install test dependencies and run lint + the whole test suite"
+	@echo "make lint   - ruff and mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(BIN)/memgrid serve
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/mypy shared services
+
+unit: $(STAMP_TEST)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+contract: $(STAMP_TEST)
+	$(BIN)/pytest -m contract $(PYTEST_ARGS)
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP_TEST)
+	$(BIN)/python bench/search_scale.py
+	$(BIN)/python bench/locomo_recall.py
+
+clean:
+	rm -rf $(VENV) .memgrid .pytest_cache .mypy_cache .ruff_cache
+
+-include infra/local/infra.mk

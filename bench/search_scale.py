@@ -1,0 +1,174 @@
+"""Ingest rate and search latency at 10k and 100k memories in one namespace.
+
+Memories are synthetic but varied sentences (people, places, activities, times)
+ingested through the public API in requests of 1,000 messages; searches are
+natural-language questions over the same vocabulary, through the API too, so the
+figures include HTTP handling, embedding the query, dense + keyword retrieval and
+fusion. Each scale reports the median over several rounds of queries.
+
+    python bench/search_scale.py --sizes 10000 100000 --rounds 3 --queries 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+from common import embedded_client, median, percentile
+
+NAMES = [
+    "Ana",
+    "Bo",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jo",
+    "Kemal",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Viktor",
+]
+PLACES = [
+    "Lisbon",
+    "Oslo",
+    "Nairobi",
+    "Kyoto",
+    "Lima",
+    "Austin",
+    "Porto",
+    "Hanoi",
+    "Tbilisi",
+    "Quebec",
+    "Cork",
+    "Busan",
+    "Leeds",
+    "Perth",
+    "Dakar",
+    "Split",
+    "Cusco",
+    "Bergen",
+]
+VERBS = [
+    "visited",
+    "moved to",
+    "gave a talk in",
+    "bought a flat in",
+    "ran a marathon in",
+    "opened a bakery in",
+    "studied painting in",
+    "adopted a dog in",
+    "started a job in",
+    "planted a garden in",
+    "learned to sail in",
+    "joined a choir in",
+]
+WHEN = [
+    "last week",
+    "yesterday",
+    "in spring",
+    "two years ago",
+    "on Friday",
+    "last month",
+    "this weekend",
+    "in 2021",
+    "after the conference",
+    "before the holidays",
+]
+EXTRA = [
+    "with a friend",
+    "for the first time",
+    "despite the rain",
+    "on a budget",
+    "to celebrate a promotion",
+    "after a long break",
+    "with the kids",
+    "alone",
+]
+
+
+def sentence(rng: random.Random, i: int) -> str:
+    return (
+        f"{rng.choice(NAMES)} {rng.choice(VERBS)} {rng.choice(PLACES)} {rng.choice(WHEN)} "
+        f"{rng.choice(EXTRA)} (note {i})."
+    )
+
+
+def question(rng: random.Random) -> str:
+    return f"When did {rng.choice(NAMES)} go to {rng.choice(PLACES)} {rng.choice(EXTRA)}?"
+
+
+def ingest(client: Any, ns: str, start: int, count: int, rng: random.Random) -> float:
+    t0 = time.perf_counter()
+    for base in range(start, start + count, 1000):
+        n = min(1000, start + count - base)
+        msgs = [
+            {"id": f"m{base + j}", "role": "user", "content": sentence(rng, base + j)}
+            for j in range(n)
+        ]
+        client.post(f"/v1/namespaces/{ns}/memories", json={"messages": msgs}).raise_for_status()
+    return time.perf_counter() - t0
+
+
+def measure(
+    client: Any, ns: str, rounds: int, queries: int, rng: random.Random
+) -> dict[str, float]:
+    p50s, p95s = [], []
+    for _ in range(rounds):
+        lat = []
+        for _ in range(queries):
+            t0 = time.perf_counter()
+            r = client.post(
+                "/v1/search", json={"query": question(rng), "namespaces": [ns], "top_k": 10}
+            )
+            lat.append((time.perf_counter() - t0) * 1000)
+            r.raise_for_status()
+        p50s.append(percentile(lat, 50))
+        p95s.append(percentile(lat, 95))
+    return {"p50": median(p50s), "p95": median(p95s), "p95_min": min(p95s), "p95_max": max(p95s)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--embedder", default="minilm")
+    args = ap.parse_args()
+    rng = random.Random(7)
+    print(f"embedder={args.embedder} rounds={args.rounds} queries/round={args.queries}")
+    print(
+        f"{'memories':>9} {'ingest/s':>9} {'search p50 ms':>14} {'search p95 ms':>14} {'p95 range':>14}"
+    )
+    with embedded_client(embedder={"backend": args.embedder}) as client:
+        ns = client.post("/v1/namespaces", json={"name": "scale"}).json()["id"]
+        have = 0
+        for size in sorted(args.sizes):
+            secs = ingest(client, ns, have, size - have, rng)
+            rate = (size - have) / secs
+            have = size
+            m = measure(client, ns, args.rounds, args.queries, rng)
+            print(
+                f"{size:>9} {rate:>9.0f} {m['p50']:>14.1f} {m['p95']:>14.1f} "
+                f"{m['p95_min']:>6.1f}-{m['p95_max']:<6.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Composition root of embedded mode: every service in one process, one bus.
+
+This module (with services/cli.py) is the only place that imports more than one
+service: it wires them together the way separate processes would be wired by
+HTTP and Kafka in distributed mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from shared.adapters import create_event_bus
+from shared.settings import Settings
+from shared.telemetry import setup_tracing
+
+from services.interface.app import create_app
+from services.vault.factory import build_vault
+
+
+def build_embedded(settings: Settings) -> tuple[FastAPI, Callable[[], None]]:
+    """Returns the public app and a function that stops everything it started."""
+    setup_tracing(settings.telemetry, "embedded")
+    bus = create_event_bus(settings.bus)
+    vault = build_vault(settings, bus=bus)
+    vault.start()
+    app = create_app(settings, vault)
+
+    def close() -> None:
+        vault.close()
+        bus.close()
+
+    return app, close

@@ -1,0 +1,350 @@
+"""The vault: system of record for tenants, namespaces and MemCubes.
+
+Implements shared.ports.vault.VaultAPI. Every write is one GraphStore.write —
+cube versions, provenance edges and the outbox events together — and the relay
+publishes the events after the commit. Cubes are never edited in place: an update
+or a delete writes a new version linked VERSION_OF to the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from shared.errors import NotFound, ValidationFailed
+from shared.ports.bus import EventBus
+from shared.ports.embedder import Embedder
+from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
+from shared.schemas.api import (
+    ApiKeyRecord,
+    Caller,
+    CubeDraft,
+    LineageEdge,
+    LineageResponse,
+    MemoryPatch,
+    NamespaceCreate,
+    NamespaceRecord,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    TenantCreated,
+    TenantRecord,
+)
+from shared.schemas.events import (
+    EventData,
+    EventEnvelope,
+    MemoryAccessed,
+    MemoryCreated,
+    MemoryDeleted,
+    MemoryUpdated,
+    make_event,
+)
+from shared.schemas.memcube import (
+    Edge,
+    EdgeKind,
+    Governance,
+    Lifecycle,
+    LifecycleState,
+    LifespanPolicy,
+    MemCube,
+    PlaintextPayload,
+    utcnow,
+)
+from shared.security import generate_api_key
+from shared.settings import Settings
+from shared.telemetry import current_traceparent, traced
+
+from services.vault.outbox import OutboxRelay
+from services.vault.retrieval import Retriever
+
+log = logging.getLogger(__name__)
+SOURCE = "/memgrid/vault"
+EMBED_CHUNK = 512  # cubes embedded per step of a large ingest (progress granularity)
+
+
+class Vault:
+    def __init__(
+        self,
+        settings: Settings,
+        store: GraphStore,
+        bus: EventBus,
+        embedder: Embedder,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._bus = bus
+        self._embedder = embedder
+        self._clock = clock
+        self._retriever = Retriever(store, embedder, settings.search)
+        self.relay = OutboxRelay(store, bus)
+
+    # --- lifecycle of the service object -------------------------------------
+
+    def start(self) -> None:
+        self.relay.start()
+        self.relay.kick()  # publish what a previous process committed but never sent
+
+    def close(self) -> None:
+        self.relay.close()
+
+    def ready(self) -> None:
+        self._store.ping()
+
+    # --- tenants and namespaces ----------------------------------------------
+
+    def create_tenant(self, name: str) -> TenantCreated:
+        now = self._clock()
+        tenant = TenantRecord(id=_new_id("t"), name=name, created_at=now)
+        key, prefix, key_hash = generate_api_key()
+        record = ApiKeyRecord(
+            prefix=prefix,
+            key_hash=key_hash,
+            tenant=tenant.id,
+            principal=f"{tenant.id}:admin",
+            role="tenant_admin",
+            created_at=now,
+        )
+        self._store.create_tenant(tenant, record)
+        return TenantCreated(id=tenant.id, name=name, api_key=key)
+
+    def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
+        return self._store.find_api_key(prefix)
+
+    def create_namespace(self, caller: Caller, req: NamespaceCreate) -> NamespaceRecord:
+        ns = NamespaceRecord(
+            id=_new_id("ns"),
+            tenant=caller.tenant,
+            name=req.name,
+            description=req.description,
+            created_at=self._clock(),
+        )
+        self._store.create_namespace(ns)
+        return ns
+
+    def list_namespaces(self, caller: Caller) -> list[NamespaceRecord]:
+        return self._store.list_namespaces(caller.tenant)
+
+    def get_namespace(self, caller: Caller, namespace_id: str) -> NamespaceRecord:
+        ns = self._store.get_namespace(caller.tenant, namespace_id)
+        if ns is None:
+            raise NotFound(f"namespace {namespace_id!r} not found", code="namespace_not_found")
+        return ns
+
+    # --- writes ----------------------------------------------------------------
+
+    @traced("vault.create_memories")
+    def create_memories(
+        self, caller: Caller, namespace_id: str, drafts: list[CubeDraft]
+    ) -> list[MemCube]:
+        ns = self.get_namespace(caller, namespace_id)
+        if not drafts:
+            raise ValidationFailed("nothing to store")
+        now = self._clock()
+        vectors = []
+        for start in range(0, len(drafts), EMBED_CHUNK):
+            chunk = drafts[start : start + EMBED_CHUNK]
+            vectors.extend(self._embedder.encode([d.embedding_text or d.text for d in chunk]))
+            if len(drafts) > EMBED_CHUNK:
+                log.info("ingest %s: embedded %d/%d", ns.id, start + len(chunk), len(drafts))
+        batch = WriteBatch()
+        cubes = []
+        for draft, vector in zip(drafts, vectors, strict=True):
+            cube = self._new_cube(caller, ns.id, draft, now)
+            cubes.append(cube)
+            batch.cubes.append(CubeWrite(cube=cube, embedding=vector))
+            batch.events.append(
+                self._event(
+                    caller,
+                    cube,
+                    MemoryCreated(
+                        cube_id=cube.id,
+                        version=1,
+                        tier=cube.tier,
+                        origin=cube.origin,
+                        semantic_type=cube.semantic_type,
+                        tags=cube.tags,
+                        sources=cube.sources,
+                        event_time=cube.event_time,
+                        expires_at=cube.governance.lifespan.expires_at,
+                        principal=caller.principal,
+                    ),
+                )
+            )
+        self._store.write(batch)
+        self.relay.kick()
+        return cubes
+
+    def _new_cube(self, caller: Caller, ns: str, draft: CubeDraft, now: datetime) -> MemCube:
+        ttl = draft.ttl_seconds
+        lifespan = LifespanPolicy(
+            ttl_seconds=ttl, expires_at=now + timedelta(seconds=ttl) if ttl else None
+        )
+        return MemCube(
+            id=str(uuid.uuid4()),
+            version=1,
+            tenant=caller.tenant,
+            namespace=ns,
+            created_at=now,
+            updated_at=now,
+            event_time=draft.event_time,
+            origin=draft.origin,
+            semantic_type=draft.semantic_type,
+            tags=draft.tags,
+            sources=draft.sources,
+            metadata=draft.metadata,
+            governance=Governance(lifespan=lifespan),
+            lifecycle=Lifecycle(state=LifecycleState.generated, reason="created", changed_at=now),
+            payload=PlaintextPayload(text=draft.text, embedding_model=self._embedder.model_id),
+        )
+
+    @traced("vault.update_memory")
+    def update_memory(self, caller: Caller, cube_id: str, patch: MemoryPatch) -> MemCube:
+        old = self._live(caller, cube_id)
+        if patch.text is None and patch.metadata is None and patch.tags is None:
+            raise ValidationFailed("nothing to change: give text, metadata or tags")
+        now = self._clock()
+        changed = [f for f in ("text", "metadata", "tags") if getattr(patch, f) is not None]
+        text = patch.text if patch.text is not None else (old.text or "")
+        new = old.model_copy(
+            update={
+                "version": old.version + 1,
+                "updated_at": now,
+                "metadata": patch.metadata if patch.metadata is not None else old.metadata,
+                "tags": patch.tags if patch.tags is not None else old.tags,
+                "payload": PlaintextPayload(text=text, embedding_model=self._embedder.model_id),
+                "lifecycle": Lifecycle(state=old.lifecycle.state, reason="updated", changed_at=now),
+            }
+        )
+        vector = self._embedder.encode([text])[0]
+        event = MemoryUpdated(
+            cube_id=cube_id,
+            version=new.version,
+            previous_version=old.version,
+            changed=changed,
+            principal=caller.principal,
+        )
+        self._supersede(caller, old, new, vector, event, "updated")
+        return new
+
+    @traced("vault.delete_memory")
+    def delete_memory(self, caller: Caller, cube_id: str) -> None:
+        old = self._live(caller, cube_id)
+        now = self._clock()
+        tomb = old.model_copy(
+            update={
+                "version": old.version + 1,
+                "updated_at": now,
+                "lifecycle": Lifecycle(
+                    state=LifecycleState.deleted, reason="deleted by client", changed_at=now
+                ),
+            }
+        )
+        event = MemoryDeleted(cube_id=cube_id, version=tomb.version, principal=caller.principal)
+        self._supersede(caller, old, tomb, None, event, "deleted")
+
+    def _supersede(
+        self,
+        caller: Caller,
+        old: MemCube,
+        new: MemCube,
+        vector: object,
+        data: EventData,
+        reason: str,
+    ) -> None:
+        batch = WriteBatch(
+            cubes=[CubeWrite(cube=new, embedding=vector)],  # type: ignore[arg-type]
+            superseded=[(old.id, old.version)],
+            edges=[Edge(kind=EdgeKind.VERSION_OF, src=new.ref, dst=old.ref, reason=reason)],
+            events=[self._event(caller, new, data)],
+        )
+        self._store.write(batch)
+        self.relay.kick()
+
+    def _event(self, caller: Caller, cube: MemCube, data: EventData) -> EventEnvelope:
+        return make_event(
+            data,
+            source=SOURCE,
+            tenant=caller.tenant,
+            namespace=cube.namespace,
+            traceparent=current_traceparent(),
+        )
+
+    # --- reads -----------------------------------------------------------------
+
+    def _live(self, caller: Caller, cube_id: str) -> MemCube:
+        cube = self._store.get_cube(caller.tenant, cube_id)
+        if cube is None or cube.lifecycle.state == LifecycleState.deleted:
+            raise NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
+        return cube
+
+    def get_memory(self, caller: Caller, cube_id: str) -> MemCube:
+        return self._live(caller, cube_id)
+
+    def history(self, caller: Caller, cube_id: str) -> list[MemCube]:
+        versions = self._store.history(caller.tenant, cube_id)
+        if not versions:
+            raise NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
+        return versions
+
+    def lineage(self, caller: Caller, cube_id: str) -> LineageResponse:
+        self.history(caller, cube_id)  # 404 for unknown or foreign ids
+        edges = self._store.edges(caller.tenant, cube_id)
+        return LineageResponse(
+            cube=cube_id,
+            edges=[LineageEdge(kind=e.kind, src=e.src, dst=e.dst, reason=e.reason) for e in edges],
+        )
+
+    @traced("vault.search")
+    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
+        for ns in dict.fromkeys(req.namespaces):
+            self.get_namespace(caller, ns)
+        now = self._clock()
+        found = self._retriever.search(
+            caller.tenant,
+            list(dict.fromkeys(req.namespaces)),
+            req.query,
+            req.top_k,
+            req.filters,
+            now,
+        )
+        hits = [
+            SearchHit(
+                id=c.id,
+                namespace=c.namespace,
+                text=c.text or "",
+                score=score,
+                sources=c.sources,
+                metadata=c.metadata,
+                event_time=c.event_time,
+                version=c.version,
+            )
+            for c, score in found
+        ]
+        self._publish_accessed(caller, found)
+        return SearchResponse(results=hits)
+
+    def _publish_accessed(self, caller: Caller, found: list[tuple[MemCube, float]]) -> None:
+        """Access facts feed the scheduler's usage statistics. They are not part of a
+        write, so they go straight to the bus; a failure is logged, not the search's."""
+        query_id = str(uuid.uuid4())
+        try:
+            for rank, (cube, score) in enumerate(found, start=1):
+                data = MemoryAccessed(
+                    cube_id=cube.id,
+                    version=cube.version,
+                    channel="search",
+                    query_id=query_id,
+                    rank=rank,
+                    score=score,
+                    principal=caller.principal,
+                )
+                self._bus.publish(data.topic, self._event(caller, cube, data), key=cube.id)
+        except Exception as exc:
+            log.warning("memory.accessed not published for query %s: %s", query_id, exc)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
