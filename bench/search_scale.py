@@ -153,7 +153,8 @@ def main() -> None:
     rng = random.Random(7)
     print(f"embedder={args.embedder} rounds={args.rounds} queries/round={args.queries}")
     print(
-        f"{'memories':>9} {'ingest/s':>9} {'search p50 ms':>14} {'search p95 ms':>14} {'p95 range':>14}"
+        f"{'memories':>9} {'ingest/s':>9} {'search p50 ms':>14} "
+        f"{'search p95 ms':>14} {'p95 range':>14}"
     )
     with embedded_client(embedder={"backend": args.embedder}) as client:
         ns = client.post("/v1/namespaces", json={"name": "scale"}).json()["id"]

@@ -11,12 +11,11 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from services.interface.app import create_app
+from services.vault.factory import build_vault
 from shared.adapters import create_event_bus
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
-
-from services.interface.app import create_app
-from services.vault.factory import build_vault
 
 
 def build_embedded(settings: Settings) -> tuple[FastAPI, Callable[[], None]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from shared.adapters import create_event_bus
-from shared.ports.bus import EventBus
-from shared.settings import Settings
-
 from services.vault.embedders import create_embedder
 from services.vault.service import Vault
 from services.vault.stores import create_graph_store
+from shared.adapters import create_event_bus
+from shared.ports.bus import EventBus
+from shared.settings import Settings
 
 
 def build_vault(settings: Settings, bus: EventBus | None = None) -> Vault:

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from services.vault.outbox import OutboxRelay
+from services.vault.retrieval import Retriever
 from shared.errors import NotFound, ValidationFailed
 from shared.ports.bus import EventBus
 from shared.ports.embedder import Embedder
@@ -55,9 +57,6 @@ from shared.schemas.memcube import (
 from shared.security import generate_api_key
 from shared.settings import Settings
 from shared.telemetry import current_traceparent, traced
-
-from services.vault.outbox import OutboxRelay
-from services.vault.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 SOURCE = "/memgrid/vault"
