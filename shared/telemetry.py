@@ -93,6 +93,38 @@ def traced(span_name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return wrap
 
 
+class _TracedPort:
+    """Proxy that runs every public method of an adapter inside a span.
+
+    Wrapping at the port rather than inside each adapter means every backend of a
+    port (SQLite and Neo4j alike) is traced the same way, with no code in them.
+    """
+
+    def __init__(self, inner: object, prefix: str) -> None:
+        self._inner = inner
+        self._prefix = prefix
+        self._tracer = trace.get_tracer(f"memgrid.{prefix}")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        span_name = f"{self._prefix}.{name}"
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._tracer.start_as_current_span(span_name):
+                return attr(*args, **kwargs)
+
+        return call
+
+
+def traced_port(inner: R, prefix: str) -> R:
+    """``inner`` with a span around each public method call (``prefix.method``)."""
+    proxy: R = _TracedPort(inner, prefix)  # type: ignore[assignment]
+    return proxy
+
+
 def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
