@@ -1,0 +1,53 @@
+"""The public REST API of memgrid (API v1), built by :func:`create_app`.
+
+No module-level app and no singletons: everything the routes need lives on
+``app.state`` (settings, vault, reader, extractor), so tests and the embedded
+build may create as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.interface import routes_admin, routes_memories, routes_namespaces, routes_search
+from services.interface.extractors import build_extractor
+from services.interface.limits import BodyLimitMiddleware
+from services.interface.problems import install_problem_handlers, problem_openapi
+from services.interface.reader import MemReader
+from services.interface.tracing import TracingMiddleware
+from shared.ports.vault import VaultAPI
+from shared.settings import Settings
+from shared.telemetry import setup_tracing
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """memgrid: a memory operating system for LLM applications.
+
+Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457
+`application/problem+json` documents with a stable `code`."""
+
+
+def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
+    """The API v1 app over ``vault``. Raises ConfigError for unknown backends."""
+    setup_tracing(settings.telemetry, "interface")
+    app = FastAPI(
+        title="memgrid",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.vault = vault
+    app.state.reader = MemReader(context_window=settings.search.context_window)
+    app.state.extractor = build_extractor(settings.extractor)
+
+    install_problem_handlers(app)
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
+    for module in (routes_admin, routes_namespaces, routes_memories, routes_search):
+        app.include_router(module.router)
+
+    # Added last = outermost: the span covers the size check as well.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(TracingMiddleware)
+    return app
