@@ -16,9 +16,9 @@ from shared.telemetry import context_from_traceparent, tracer
 
 
 class TracingMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracer_: trace.Tracer | None = None) -> None:
         self.app = app
-        self.tracer: trace.Tracer = tracer("services.interface")
+        self.tracer: trace.Tracer = tracer_ or tracer("services.interface")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
