@@ -41,7 +41,11 @@ class Registry(Generic[T]):
         if callable(target):
             return target
         module, _, attr = target.partition(":")
-        fn: Callable[..., T] = getattr(importlib.import_module(module), attr)
+        # "module:Class.method", as in entry points: follow the dotted attribute path.
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        fn: Callable[..., T] = obj
         return fn
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> T:

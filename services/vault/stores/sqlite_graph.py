@@ -1,0 +1,355 @@
+"""GraphStore on SQLite: the embedded default (stdlib sqlite3, WAL, FTS5 + numpy).
+
+One connection, guarded by a re-entrant lock, serves every thread (FastAPI's
+threadpool, the outbox relay). SQLite serialises writers anyway, and one
+connection lets the vector cache be updated in the same critical section as the
+commit it mirrors, so a search never sees a cache that disagrees with the rows.
+Vector math runs outside the lock.
+
+Another process writing the same file (a CLI next to a server) is noticed
+through ``PRAGMA data_version``; the vector cache is then dropped and reloaded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import numpy as np
+
+from services.vault.stores import sqlite_records as records
+from services.vault.stores.sqlite_query import (
+    epoch,
+    filter_sql,
+    fts_match,
+    has_row_filters,
+    placeholders,
+    scope_sql,
+)
+from services.vault.stores.sqlite_schema import connect, migrate
+from services.vault.stores.sqlite_vectors import (
+    ORIGIN_CODES,
+    SEMANTIC_CODES,
+    ColumnFilter,
+    NamespaceVectors,
+    VectorCache,
+    search_snapshots,
+)
+from services.vault.stores.sqlite_write import prepare, write_batch
+from shared.errors import ConfigError, Conflict, Unavailable
+from shared.ports.graph import OutboxItem, Scored, WriteBatch
+from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
+from shared.schemas.events import EventEnvelope
+from shared.schemas.memcube import Edge, MemCube
+from shared.settings import GraphSettings
+
+_CHUNK = 500  # ids per IN (...) list
+_KEEP_ACKED = 10_000  # acknowledged outbox rows kept for inspection
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel/path``, ``sqlite:////abs/path`` or ``sqlite://`` (in memory)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        raise ConfigError(f"not a sqlite URL: {url!r}")
+    if rest in ("", "/", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/"):
+        raise ConfigError(f"sqlite URL must look like sqlite:///path (no host): {url!r}")
+    return rest[1:]
+
+
+class SqliteGraphStore:
+    def __init__(self, path: str, dimension: int) -> None:
+        if dimension < 1:
+            raise ConfigError(f"embedding dimension must be positive, got {dimension}")
+        self.path = path
+        self.dimension = dimension
+        self._lock = threading.RLock()
+        self._vectors = VectorCache(dimension)
+        try:
+            conn = connect(path)
+            migrate(conn, dimension)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open graph database {path!r}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        self._data_version = self._read_data_version(conn)
+
+    @classmethod
+    def from_settings(cls, settings: GraphSettings, dimension: int) -> SqliteGraphStore:
+        return cls(sqlite_path(settings.url), dimension)
+
+    # --- plumbing ----------------------------------------------------------------
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with driver errors turned into ours."""
+        with self._lock:
+            if self._conn is None:
+                raise Unavailable("graph store is closed")
+            try:
+                yield self._conn
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"conflicting write: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise Unavailable(f"graph database error: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _read_data_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync_external(self, conn: sqlite3.Connection) -> None:
+        version = self._read_data_version(conn)
+        if version != self._data_version:
+            self._data_version = version
+            self._vectors.clear()
+
+    # --- tenants, namespaces, keys ------------------------------------------------
+
+    def create_tenant(self, tenant: TenantRecord, key: ApiKeyRecord) -> None:
+        if key.tenant != tenant.id:
+            raise ValueError("the API key must belong to the tenant being created")
+        with self._tx() as conn:
+            records.insert_tenant(conn, tenant, key)
+
+    def get_tenant(self, tenant_id: str) -> TenantRecord | None:
+        with self._db() as conn:
+            return records.get_tenant(conn, tenant_id)
+
+    def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
+        with self._db() as conn:
+            return records.find_api_key(conn, prefix)
+
+    def create_namespace(self, ns: NamespaceRecord) -> None:
+        with self._tx() as conn:
+            records.insert_namespace(conn, ns)
+
+    def get_namespace(self, tenant: str, namespace_id: str) -> NamespaceRecord | None:
+        with self._db() as conn:
+            return records.get_namespace(conn, tenant, namespace_id)
+
+    def list_namespaces(self, tenant: str) -> list[NamespaceRecord]:
+        with self._db() as conn:
+            return records.list_namespaces(conn, tenant)
+
+    # --- writes --------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """One transaction: supersede, insert versions, index them, edges, outbox."""
+        prepared = [prepare(cw, self.dimension) for cw in batch.cubes]
+        with self._lock:
+            with self._tx() as conn:
+                removed, added = write_batch(conn, batch, prepared)
+            # Still under the lock: the cache changes before anyone can read the rows.
+            self._vectors.apply(removed, added)
+
+    # --- reads ---------------------------------------------------------------------
+
+    def get_cube(self, tenant: str, cube_id: str, version: int | None = None) -> MemCube | None:
+        with self._db() as conn:
+            if version is None:
+                row = conn.execute(
+                    "SELECT json FROM cubes WHERE tenant = ? AND id = ? AND is_current = 1",
+                    (tenant, cube_id),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT json FROM cubes WHERE tenant = ? AND id = ? AND version = ?",
+                    (tenant, cube_id, version),
+                ).fetchone()
+        return None if row is None else MemCube.model_validate_json(row[0])
+
+    def get_current(self, tenant: str, cube_ids: Sequence[str]) -> list[MemCube]:
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(cube_ids))
+        with self._db() as conn:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                found.update(
+                    conn.execute(
+                        f"SELECT id, json FROM cubes WHERE tenant = ? AND is_current = 1"
+                        f" AND id IN ({placeholders(len(chunk))})",
+                        (tenant, *chunk),
+                    ).fetchall()
+                )
+        return [MemCube.model_validate_json(found[cid]) for cid in cube_ids if cid in found]
+
+    def history(self, tenant: str, cube_id: str) -> list[MemCube]:
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT json FROM cubes WHERE tenant = ? AND id = ? ORDER BY version",
+                (tenant, cube_id),
+            ).fetchall()
+        return [MemCube.model_validate_json(r[0]) for r in rows]
+
+    def edges(self, tenant: str, ref_prefix: str) -> list[Edge]:
+        with self._db() as conn:
+            return records.edges(conn, tenant, ref_prefix)
+
+    # --- search --------------------------------------------------------------------
+
+    def vector_search(
+        self,
+        tenant: str,
+        namespaces: Sequence[str],
+        vector: np.ndarray,
+        k: int,
+        filters: SearchFilters | None = None,
+    ) -> list[Scored]:
+        if k <= 0 or not namespaces:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dimension:
+            raise ValueError(f"query vector has {q.shape[0]} dimensions, expected {self.dimension}")
+        norm = float(np.linalg.norm(q))
+        if not np.isfinite(norm) or norm == 0:
+            return []
+        q = q / norm
+        spaces = list(dict.fromkeys(namespaces))
+        allowed = None
+        with self._db() as conn:
+            self._sync_external(conn)
+            for ns in spaces:
+                if not self._vectors.is_loaded(tenant, ns):
+                    space = self._load_space(conn, tenant, ns)
+                    if space is not None:
+                        self._vectors.install(tenant, ns, space)
+            if has_row_filters(filters):
+                scope, params = scope_sql(tenant, spaces)
+                fsql, fparams = filter_sql(filters, include_columns=False)
+                cur = conn.execute(
+                    f"SELECT c.rid FROM cubes c WHERE {scope}{fsql} ORDER BY c.rid",
+                    [*params, *fparams],
+                )
+                allowed = np.fromiter((r[0] for r in cur), dtype=np.int64)
+            snaps = self._vectors.snapshots(tenant, spaces)
+        hits = search_snapshots(snaps, q, k, _column_filter(filters, allowed))
+        return [Scored(cid, score) for cid, score in hits]
+
+    def _load_space(
+        self, conn: sqlite3.Connection, tenant: str, namespace: str
+    ) -> NamespaceVectors | None:
+        rows = conn.execute(
+            "SELECT rid, id, semantic_type, origin, event_time, embedding FROM cubes"
+            " WHERE tenant = ? AND namespace = ? AND is_current = 1 AND searchable = 1"
+            " AND embedding IS NOT NULL ORDER BY rid",
+            (tenant, namespace),
+        ).fetchall()
+        if not rows:
+            # Not cached: an unknown namespace name must not cost memory per guess.
+            return None
+        n = len(rows)
+        mat = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32)
+        return NamespaceVectors(
+            self.dimension,
+            np.fromiter((r[0] for r in rows), np.int64, n),
+            [r[1] for r in rows],
+            mat.reshape(n, self.dimension),
+            np.fromiter((SEMANTIC_CODES.get(r[2], -1) for r in rows), np.int8, n),
+            np.fromiter((ORIGIN_CODES.get(r[3], -1) for r in rows), np.int8, n),
+            np.fromiter((np.nan if r[4] is None else r[4] for r in rows), np.float64, n),
+        )
+
+    def text_search(
+        self,
+        tenant: str,
+        namespaces: Sequence[str],
+        query: str,
+        k: int,
+        filters: SearchFilters | None = None,
+    ) -> list[Scored]:
+        match = fts_match(query)
+        if match is None or k <= 0 or not namespaces:
+            return []
+        scope, params = scope_sql(tenant, list(dict.fromkeys(namespaces)))
+        fsql, fparams = filter_sql(filters)
+        sql = (
+            "SELECT c.id, bm25(cube_fts) AS s FROM cube_fts JOIN cubes c ON c.rid = cube_fts.rowid"
+            f" WHERE cube_fts MATCH ? AND {scope}{fsql} ORDER BY s LIMIT ?"
+        )
+        with self._db() as conn:
+            rows = conn.execute(sql, [match, *params, *fparams, k]).fetchall()
+        # bm25() is lower-is-better; the port promises higher-is-better.
+        return [Scored(cid, -float(s)) for cid, s in rows]
+
+    def due_for_expiry(self, now: datetime, limit: int = 1000) -> list[MemCube]:
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT json FROM cubes WHERE is_current = 1 AND searchable = 1"
+                " AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, rid LIMIT ?",
+                (now.timestamp(), limit),
+            ).fetchall()
+        return [MemCube.model_validate_json(r[0]) for r in rows]
+
+    # --- outbox ----------------------------------------------------------------------
+
+    def outbox_pending(self, limit: int = 500) -> list[OutboxItem]:
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT seq, topic, event FROM outbox WHERE sent = 0 ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            OutboxItem(seq, topic, EventEnvelope.model_validate_json(ev)) for seq, topic, ev in rows
+        ]
+
+    def outbox_ack(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE outbox SET sent = 1, sent_at = ? WHERE seq = ? AND sent = 0",
+                [(now, int(s)) for s in seqs],
+            )
+            conn.execute(
+                "DELETE FROM outbox WHERE sent = 1 AND seq <= (SELECT MAX(seq) FROM outbox) - ?",
+                (_KEEP_ACKED,),
+            )
+
+    # --- health ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._db() as conn:
+            conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+                    self._vectors.clear()
+
+
+def _column_filter(f: SearchFilters | None, allowed: np.ndarray | None) -> ColumnFilter:
+    if f is None:
+        return ColumnFilter(allowed_rids=allowed)
+    return ColumnFilter(
+        semantic_types=(
+            np.array([SEMANTIC_CODES[str(s)] for s in f.semantic_type], np.int8)
+            if f.semantic_type
+            else None
+        ),
+        origins=(np.array([ORIGIN_CODES[str(o)] for o in f.origin], np.int8) if f.origin else None),
+        time_from=epoch(f.event_time_from),
+        time_to=epoch(f.event_time_to),
+        allowed_rids=allowed,
+    )

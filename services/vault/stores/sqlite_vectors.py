@@ -1,0 +1,330 @@
+"""In-memory vector index of the SQLite store: one float32 matrix per namespace.
+
+Exact (brute-force) cosine search: at 100k x 384 a matrix-vector product is a
+few milliseconds, and exact results mean the embedded store and Neo4j's vector
+index can be held to the same contract test. Rows are kept in increasing ``rid``
+order (SQLite assigns rids monotonically), so a set of allowed rids coming from
+SQL maps onto matrix rows with one binary search.
+
+Superseded or tombstoned rows are only flagged invalid; the arrays are compacted
+once enough of them pile up, so a write never copies the whole matrix.
+
+Concurrency: mutations happen under the cache lock; a search takes a
+``Snapshot`` under the lock and computes outside it. Appends write past the
+snapshot's end and growth or compaction allocate new arrays, so a snapshot never
+changes under a running search.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.schemas.memcube import Origin, SemanticType
+
+SEMANTIC_CODES: dict[str, int] = {str(s): i for i, s in enumerate(SemanticType)}
+ORIGIN_CODES: dict[str, int] = {str(o): i for i, o in enumerate(Origin)}
+
+# Below this share of rows passing the filters, scoring only those rows (a gather)
+# is cheaper than scoring all of them.
+GATHER_FRACTION = 0.125
+COMPACT_MIN_INVALID = 32
+COMPACT_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    rid: int
+    cube_id: str
+    tenant: str
+    namespace: str
+    vector: np.ndarray
+    semantic_type: int
+    origin: int
+    event_time: float  # NaN when unknown
+
+
+@dataclass(frozen=True)
+class ColumnFilter:
+    """Conditions checked on the cached columns, without asking SQLite."""
+
+    semantic_types: np.ndarray | None = None  # int8 codes
+    origins: np.ndarray | None = None  # int8 codes
+    time_from: float | None = None
+    time_to: float | None = None
+    allowed_rids: np.ndarray | None = None  # sorted int64, from a SQL filter
+
+    @property
+    def empty(self) -> bool:
+        return (
+            self.semantic_types is None
+            and self.origins is None
+            and self.time_from is None
+            and self.time_to is None
+            and self.allowed_rids is None
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    n: int
+    mat: np.ndarray
+    rids: np.ndarray
+    sem: np.ndarray
+    origin: np.ndarray
+    etime: np.ndarray
+    valid: np.ndarray | None  # None: every row valid
+    ids: list[str]
+
+    def mask(self, f: ColumnFilter) -> np.ndarray | None:
+        """Rows that pass ``f`` and are valid; None when every row does."""
+        if f.empty and self.valid is None:
+            return None
+        m = np.ones(self.n, dtype=bool) if self.valid is None else self.valid.copy()
+        if f.semantic_types is not None:
+            m &= np.isin(self.sem, f.semantic_types)
+        if f.origins is not None:
+            m &= np.isin(self.origin, f.origins)
+        # NaN compares False, so cubes without an event time fail any time bound.
+        if f.time_from is not None:
+            m &= self.etime >= f.time_from
+        if f.time_to is not None:
+            m &= self.etime <= f.time_to
+        if f.allowed_rids is not None:
+            allowed = np.zeros(self.n, dtype=bool)
+            if f.allowed_rids.size and self.n:
+                pos = np.searchsorted(self.rids, f.allowed_rids)
+                inside = pos < self.n
+                pos = pos[inside]
+                allowed[pos[self.rids[pos] == f.allowed_rids[inside]]] = True
+            m &= allowed
+        return m
+
+    def search(self, q: np.ndarray, k: int, f: ColumnFilter) -> list[tuple[str, float]]:
+        if self.n == 0 or k <= 0:
+            return []
+        mask = self.mask(f)
+        if mask is None:
+            return self._top(np.dot(self.mat, q), None, k)
+        count = int(np.count_nonzero(mask))
+        if count == 0:
+            return []
+        if count <= self.n * GATHER_FRACTION:
+            rows = np.flatnonzero(mask)
+            return self._top(np.dot(self.mat[rows], q), rows, k)
+        scores = np.dot(self.mat, q)
+        scores[~mask] = -np.inf
+        return self._top(scores, None, min(k, count))
+
+    def _top(self, scores: np.ndarray, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+        k = min(k, scores.size)
+        idx = np.argpartition(scores, -k)[-k:] if k < scores.size else np.arange(scores.size)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        out = []
+        for i in idx:
+            s = float(scores[i])
+            if s == -np.inf:
+                break
+            out.append((self.ids[int(rows[i]) if rows is not None else int(i)], s))
+        return out
+
+
+class NamespaceVectors:
+    """The rows of one (tenant, namespace), in increasing rid order."""
+
+    def __init__(
+        self,
+        dim: int,
+        rids: np.ndarray,
+        ids: list[str],
+        mat: np.ndarray,
+        sem: np.ndarray,
+        origin: np.ndarray,
+        etime: np.ndarray,
+    ) -> None:
+        self.dim = dim
+        self.n = len(ids)
+        cap = max(64, self.n + self.n // 8)
+        self._mat = np.empty((cap, dim), dtype=np.float32)
+        self._rids = np.empty(cap, dtype=np.int64)
+        self._sem = np.empty(cap, dtype=np.int8)
+        self._origin = np.empty(cap, dtype=np.int8)
+        self._etime = np.empty(cap, dtype=np.float64)
+        self._valid = np.ones(cap, dtype=bool)
+        self._set(0, rids, mat, sem, origin, etime)
+        self._ids = list(ids)
+        self._row_of = {cid: i for i, cid in enumerate(ids)}
+        self.invalid = 0
+
+    @classmethod
+    def empty(cls, dim: int) -> NamespaceVectors:
+        return cls(
+            dim,
+            np.empty(0, np.int64),
+            [],
+            np.empty((0, dim), np.float32),
+            np.empty(0, np.int8),
+            np.empty(0, np.int8),
+            np.empty(0, np.float64),
+        )
+
+    def _set(
+        self,
+        at: int,
+        rids: np.ndarray,
+        mat: np.ndarray,
+        sem: np.ndarray,
+        origin: np.ndarray,
+        etime: np.ndarray,
+    ) -> None:
+        end = at + len(rids)
+        self._mat[at:end] = mat
+        self._rids[at:end] = rids
+        self._sem[at:end] = sem
+        self._origin[at:end] = origin
+        self._etime[at:end] = etime
+        self._valid[at:end] = True
+
+    def _reallocate(self, cap: int, keep: np.ndarray | None = None) -> None:
+        """New arrays of capacity ``cap`` holding the kept rows (all when ``keep`` is None)."""
+        sel = slice(0, self.n) if keep is None else keep
+        mat = self._mat[sel]
+        rids, sem = self._rids[sel], self._sem[sel]
+        origin, etime = self._origin[sel], self._etime[sel]
+        valid = self._valid[sel]
+        n = len(rids)
+        self._mat = np.empty((cap, self.dim), dtype=np.float32)
+        self._rids = np.empty(cap, dtype=np.int64)
+        self._sem = np.empty(cap, dtype=np.int8)
+        self._origin = np.empty(cap, dtype=np.int8)
+        self._etime = np.empty(cap, dtype=np.float64)
+        self._valid = np.ones(cap, dtype=bool)
+        self._set(0, rids, mat, sem, origin, etime)
+        self._valid[:n] = valid
+        self.n = n
+
+    def append(self, rows: Sequence[VectorRow]) -> None:
+        if not rows:
+            return
+        need = self.n + len(rows)
+        if need > len(self._rids):
+            self._reallocate(max(need, len(self._rids) * 3 // 2 + 64))
+        base = self.n
+        self._set(
+            base,
+            np.fromiter((r.rid for r in rows), np.int64, len(rows)),
+            np.stack([r.vector for r in rows]),
+            np.fromiter((r.semantic_type for r in rows), np.int8, len(rows)),
+            np.fromiter((r.origin for r in rows), np.int8, len(rows)),
+            np.fromiter((r.event_time for r in rows), np.float64, len(rows)),
+        )
+        for i, row in enumerate(rows):
+            # A re-inserted id (a new version) replaces its old row.
+            self.discard((row.cube_id,))
+            self._row_of[row.cube_id] = base + i
+        self._ids.extend(r.cube_id for r in rows)
+        self.n = need
+
+    def discard(self, cube_ids: Iterable[str]) -> None:
+        for cid in cube_ids:
+            row = self._row_of.pop(cid, None)
+            if row is not None:
+                self._valid[row] = False
+                self.invalid += 1
+
+    def maybe_compact(self) -> None:
+        if self.invalid < max(COMPACT_MIN_INVALID, self.n * COMPACT_FRACTION):
+            return
+        keep = np.flatnonzero(self._valid[: self.n])
+        ids = [self._ids[i] for i in keep]
+        self._reallocate(max(64, len(keep) + len(keep) // 8), keep)
+        self._ids = ids
+        self._row_of = {cid: i for i, cid in enumerate(ids)}
+        self.invalid = 0
+
+    def snapshot(self) -> Snapshot:
+        n = self.n
+        return Snapshot(
+            n=n,
+            mat=self._mat[:n],
+            rids=self._rids[:n],
+            sem=self._sem[:n],
+            origin=self._origin[:n],
+            etime=self._etime[:n],
+            valid=self._valid[:n].copy() if self.invalid else None,
+            ids=self._ids,
+        )
+
+    @property
+    def live(self) -> int:
+        return self.n - self.invalid
+
+
+class VectorCache:
+    """Every loaded (tenant, namespace) matrix; namespaces load lazily on first search."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._spaces: dict[tuple[str, str], NamespaceVectors] = {}
+
+    def is_loaded(self, tenant: str, namespace: str) -> bool:
+        with self._lock:
+            return (tenant, namespace) in self._spaces
+
+    def install(self, tenant: str, namespace: str, space: NamespaceVectors) -> None:
+        with self._lock:
+            self._spaces[(tenant, namespace)] = space
+
+    def apply(self, removed: Iterable[str], added: Sequence[VectorRow]) -> None:
+        """After a commit: drop the rows of ``removed`` cube ids, append new searchable rows.
+
+        A cube id belongs to one tenant and at most one row per namespace (the
+        store refuses versions of an id across tenants), so removal by id is
+        exact. Only namespaces already loaded are touched; the others read the
+        committed rows from SQLite when first searched.
+        """
+        gone = list(removed)
+        grouped: dict[tuple[str, str], list[VectorRow]] = defaultdict(list)
+        for row in added:
+            grouped[(row.tenant, row.namespace)].append(row)
+        with self._lock:
+            touched = set()
+            if gone:
+                for key, space in self._spaces.items():
+                    space.discard(gone)
+                    touched.add(key)
+            for key, rows in grouped.items():
+                loaded = self._spaces.get(key)
+                if loaded is not None:
+                    loaded.append(rows)
+                    touched.add(key)
+            for key in touched:
+                self._spaces[key].maybe_compact()
+
+    def snapshots(self, tenant: str, namespaces: Iterable[str]) -> list[Snapshot]:
+        with self._lock:
+            return [
+                self._spaces[(tenant, ns)].snapshot()
+                for ns in namespaces
+                if (tenant, ns) in self._spaces
+            ]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._spaces.clear()
+
+
+def search_snapshots(
+    snaps: Sequence[Snapshot], q: np.ndarray, k: int, f: ColumnFilter
+) -> list[tuple[str, float]]:
+    """Top ``k`` over several namespaces: each one's top k, merged."""
+    hits: list[tuple[str, float]] = []
+    for snap in snaps:
+        hits.extend(snap.search(q, k, f))
+    hits.sort(key=lambda h: -h[1])
+    return hits[:k]

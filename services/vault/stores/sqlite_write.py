@@ -1,0 +1,165 @@
+"""The write path of the SQLite store: one ``WriteBatch`` inside one transaction.
+
+``prepare`` validates and serialises a cube before the transaction starts, so
+the write lock is held only for the inserts. ``write_batch`` runs inside the
+caller's transaction and reports what the vector cache must change once it
+commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.vault.stores import sqlite_records as records
+from services.vault.stores.sqlite_query import epoch
+from services.vault.stores.sqlite_vectors import ORIGIN_CODES, SEMANTIC_CODES, VectorRow
+from shared.errors import Conflict
+from shared.ports.graph import CubeWrite, WriteBatch
+
+_INSERT_CUBE = (
+    "INSERT INTO cubes (rid, id, version, tenant, namespace, is_current, searchable, state,"
+    " tier, event_time, expires_at, semantic_type, origin, metadata, json, embedding)"
+    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass
+class Prepared:
+    """A cube version turned into column values before the transaction starts."""
+
+    cw: CubeWrite
+    vector: np.ndarray | None  # normalised; None when it will not be vector-searchable
+    text: str | None
+    values: tuple[object, ...]  # every column of _INSERT_CUBE after rid
+
+
+def prepare(cw: CubeWrite, dimension: int) -> Prepared:
+    """Checks the embedding (shape, finite) and normalises it; serialises the cube."""
+    cube = cw.cube
+    vector = None
+    blob = None
+    if cw.embedding is not None:
+        vector = np.asarray(cw.embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != dimension:
+            raise ValueError(
+                f"cube {cube.id}: embedding has {vector.shape[0]} dimensions, expected {dimension}"
+            )
+        if not np.all(np.isfinite(vector)):
+            raise ValueError(f"cube {cube.id}: embedding is not finite")
+        norm = float(np.linalg.norm(vector))
+        if norm > 0:
+            vector = vector / norm
+        blob = vector.tobytes()
+    text = cw.index_text if cw.index_text is not None else cube.text
+    values = (
+        cube.id,
+        cube.version,
+        cube.tenant,
+        cube.namespace,
+        int(cube.searchable),
+        str(cube.lifecycle.state),
+        str(cube.tier),
+        epoch(cube.event_time),
+        epoch(cube.governance.lifespan.expires_at),
+        str(cube.semantic_type),
+        str(cube.origin),
+        json.dumps(cube.metadata, ensure_ascii=False, default=str),
+        cube.model_dump_json(),
+        blob,
+    )
+    return Prepared(cw, vector if cube.searchable else None, text, values)
+
+
+def write_batch(
+    conn: sqlite3.Connection, batch: WriteBatch, prepared: list[Prepared]
+) -> tuple[set[str], list[VectorRow]]:
+    """Runs inside a transaction. Returns (cube ids whose cached rows are stale,
+    new vector-searchable rows)."""
+    removed: set[str] = set()
+    if batch.superseded:
+        conn.executemany(
+            "DELETE FROM cube_fts WHERE rowid IN"
+            " (SELECT rid FROM cubes WHERE id = ? AND version = ? AND is_current = 1)",
+            batch.superseded,
+        )
+        conn.executemany(
+            "UPDATE cubes SET is_current = 0 WHERE id = ? AND version = ?", batch.superseded
+        )
+        removed.update(cid for cid, _ in batch.superseded)
+    _supersede_older(conn, [p for p in prepared if p.cw.cube.version > 1], removed)
+
+    # rids are assigned here, above every rid ever used, so the cache can rely on
+    # increasing order and we know them without reading them back.
+    row = conn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(rid) FROM cubes), 0),"
+        " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'cubes'), 0))"
+    ).fetchone()
+    base = int(row[0]) + 1
+    conn.executemany(_INSERT_CUBE, [(base + i, *p.values) for i, p in enumerate(prepared)])
+    conn.executemany(
+        "INSERT INTO cube_fts (rowid, text) VALUES (?, ?)",
+        [(base + i, p.text) for i, p in enumerate(prepared) if p.cw.cube.searchable and p.text],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO cube_tags (rid, tag) VALUES (?, ?)",
+        [(base + i, tag) for i, p in enumerate(prepared) for tag in p.cw.cube.tags],
+    )
+    if batch.edges:
+        records.insert_edges(conn, batch.edges, {p.cw.cube.id: p.cw.cube.tenant for p in prepared})
+    if batch.events:
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO outbox (topic, msg_key, event, created_at) VALUES (?, ?, ?, ?)",
+            [(e.topic, e.key, e.model_dump_json(), now) for e in batch.events],
+        )
+    added = [
+        VectorRow(
+            rid=base + i,
+            cube_id=p.cw.cube.id,
+            tenant=p.cw.cube.tenant,
+            namespace=p.cw.cube.namespace,
+            vector=p.vector,
+            semantic_type=SEMANTIC_CODES[str(p.cw.cube.semantic_type)],
+            origin=ORIGIN_CODES[str(p.cw.cube.origin)],
+            event_time=float("nan")
+            if p.cw.cube.event_time is None
+            else p.cw.cube.event_time.timestamp(),
+        )
+        for i, p in enumerate(prepared)
+        if p.vector is not None
+    ]
+    return removed, added
+
+
+def _supersede_older(conn: sqlite3.Connection, updates: list[Prepared], removed: set[str]) -> None:
+    """A new version makes older ones non-current, even if the caller forgot to say so.
+
+    It also refuses a stale version (one at or below the newest stored: two
+    concurrent updates of one cube) and a version of an id another tenant owns.
+    """
+    for p in updates:
+        cube = p.cw.cube
+        row = conn.execute(
+            "SELECT MIN(tenant), MAX(tenant), MAX(version) FROM cubes WHERE id = ?", (cube.id,)
+        ).fetchone()
+        if row[2] is None:
+            continue
+        if row[0] != cube.tenant or row[1] != cube.tenant:
+            raise Conflict(f"cube {cube.id!r} cannot be written by this tenant")
+        if int(row[2]) >= cube.version:
+            raise Conflict(
+                f"cube {cube.id!r} already has version {row[2]}; cannot write {cube.version}",
+                code="version_conflict",
+            )
+        conn.execute(
+            "DELETE FROM cube_fts WHERE rowid IN"
+            " (SELECT rid FROM cubes WHERE id = ? AND is_current = 1)",
+            (cube.id,),
+        )
+        conn.execute("UPDATE cubes SET is_current = 0 WHERE id = ? AND is_current = 1", (cube.id,))
+        removed.add(cube.id)
