@@ -111,7 +111,14 @@ class FakeVault:
         return cube
 
     def update_memory(self, caller: Caller, cube_id: str, patch: MemoryPatch) -> MemCube:
-        raise NotImplementedError
+        old = self.get_memory(caller, cube_id)
+        changes = patch.model_dump(exclude_none=True)
+        text = changes.pop("text", None)
+        if text is not None:
+            changes["payload"] = PlaintextPayload(text=text)
+        new = old.model_copy(update={**changes, "version": old.version + 1, "updated_at": _now()})
+        self.cubes[cube_id] = new
+        return new
 
     def delete_memory(self, caller: Caller, cube_id: str) -> None:
         self.get_memory(caller, cube_id)

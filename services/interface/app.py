@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from services.interface import routes_admin, routes_memories, routes_namespaces, routes_search
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
-from services.interface.problems import install_problem_handlers, problem_openapi
+from services.interface.openapi import custom_openapi
+from services.interface.problems import install_problem_handlers
 from services.interface.reader import MemReader
 from services.interface.tracing import TracingMiddleware
 from shared.ports.vault import VaultAPI
@@ -43,7 +44,7 @@ def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
     app.state.extractor = build_extractor(settings.extractor)
 
     install_problem_handlers(app)
-    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
+    app.openapi = custom_openapi(app)  # type: ignore[method-assign]
     for module in (routes_admin, routes_namespaces, routes_memories, routes_search):
         app.include_router(module.router)
 

@@ -10,7 +10,8 @@ unexpected exception (500, logged with its stack, nothing internal in the body).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,30 +68,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the given problem statuses.
 
     FastAPI files a response ``model`` under ``application/json``;
-    :func:`problem_openapi` moves it to ``application/problem+json``.
+    services.interface.openapi moves it to ``application/problem+json``.
     """
     return {s: {"model": Problem, "description": _DESCRIPTIONS.get(s, "Error")} for s in statuses}
-
-
-def problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """An ``app.openapi`` that files problem responses under their real media type."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        ref = {"$ref": "#/components/schemas/Problem"}
-        for item in schema.get("paths", {}).values():
-            for op in item.values():
-                for resp in op.get("responses", {}).values():
-                    content = resp.get("content", {})
-                    if content.get("application/json", {}).get("schema") == ref:
-                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-        app.openapi_schema = schema
-        return schema
-
-    return openapi
 
 
 class ProblemResponse(JSONResponse):
@@ -107,14 +87,24 @@ def field_path(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+# pydantic names the member of a union that failed as an extra loc element
+# (``metadata.k.str``, ``metadata.k.int``...); clients want the field itself.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|bytes|none|[a-z][a-z_-]*\[.*\])$")
+
+
 def _field_errors(errors: Iterable[Any]) -> list[FieldError]:
-    out: dict[str, FieldError] = {}
+    merged: dict[str, list[str]] = {}
     for e in errors:
         if not isinstance(e, dict):
             continue
-        path = field_path(e.get("loc", ())) or "body"
-        out.setdefault(path, FieldError(path, str(e.get("msg", "invalid value"))))
-    return list(out.values())
+        loc = list(e.get("loc", ()))
+        if len(loc) > 2 and isinstance(loc[-1], str) and _UNION_TAG.match(loc[-1]):
+            loc.pop()
+        messages = merged.setdefault(field_path(loc) or "body", [])
+        msg = str(e.get("msg", "invalid value"))
+        if msg not in messages:
+            messages.append(msg)
+    return [FieldError(path, "; ".join(msgs)) for path, msgs in merged.items()]
 
 
 async def _memgrid_error(request: Request, exc: Exception) -> ProblemResponse:
