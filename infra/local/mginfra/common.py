@@ -324,8 +324,8 @@ class Server:
     def ensure_installed(self) -> None:
         if self.installed():
             return
-        say(f"{self.name} {self.version()}: not installed in {cache_root()}, installing "
-            "(first time only)")
+        say(f"{self.name} {self.version()}: installing into {cache_root()} (once; later starts "
+            "reuse it)")
         started = time.monotonic()
         self.install()
         say(f"{self.name} {self.version()}: installed in {time.monotonic() - started:.1f} s")

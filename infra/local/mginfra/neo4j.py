@@ -149,6 +149,12 @@ class Neo4j(Server):
     # ------------------------------------------------------------------ health
     def healthy(self) -> tuple[bool, str]:
         try:
+            ready_pid = int((self.home / "ready.pid").read_text().strip())
+        except (OSError, ValueError):
+            ready_pid = None
+        if ready_pid is None or ready_pid != self.pid():
+            return False, "launcher has not reported ready yet (ready.pid)"
+        try:
             bolt_return_1(HOST, self.port(), self.user() if self.auth() else None,
                           self.password() if self.auth() else None)
         except (OSError, InfraError) as exc:

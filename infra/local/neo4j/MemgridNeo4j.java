@@ -17,8 +17,9 @@ import org.neo4j.graphdb.Transaction;
  * All Neo4j settings (Bolt address, memory, auth on/off) come from NEO4J_CONF, which
  * infra/local/mginfra/neo4j.py writes at every start. When auth is on, the password of the
  * built-in user "neo4j" is set from the environment variable MGINFRA_NEO4J_PASSWORD (kept off
- * the command line) at every start. The line "MEMGRID-NEO4J READY" is printed once the server
- * answers queries; SIGTERM shuts the DBMS down cleanly through a shutdown hook.
+ * the command line) at every start. Once the server answers queries it writes its pid to
+ * HOME_DIR/ready.pid and prints "MEMGRID-NEO4J READY"; SIGTERM shuts the DBMS down cleanly
+ * through a shutdown hook.
  */
 public final class MemgridNeo4j {
 
@@ -32,6 +33,8 @@ public final class MemgridNeo4j {
         Path home = Path.of(args[0]).toAbsolutePath();
         Path conf = Path.of(args[1]).toAbsolutePath();
         Files.createDirectories(home);
+        Path readyFile = home.resolve("ready.pid");
+        Files.deleteIfExists(readyFile);
 
         long started = System.nanoTime();
         DatabaseManagementService dbms = new DatabaseManagementServiceBuilder(home)
@@ -42,6 +45,11 @@ public final class MemgridNeo4j {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             System.out.println("MEMGRID-NEO4J shutting down");
             System.out.flush();
+            try {
+                Files.deleteIfExists(readyFile);
+            } catch (java.io.IOException ignored) {
+                // best effort
+            }
             try {
                 dbms.shutdown();
             } finally {
@@ -67,6 +75,9 @@ public final class MemgridNeo4j {
             System.exit(1); // runs the shutdown hook, which stops the DBMS
         }
         long ms = (System.nanoTime() - started) / 1_000_000;
+        // The launcher only probes Bolt once this file names our pid: probing earlier would
+        // meet the not-yet-changed password and trip Neo4j's failed-login rate limit.
+        Files.writeString(readyFile, ProcessHandle.current().pid() + "\n");
         System.out.println("MEMGRID-NEO4J READY in " + ms + " ms");
         System.out.flush();
         stopped.await();
