@@ -7,6 +7,9 @@ build may create as many apps as they like.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from services.interface import routes_admin, routes_memories, routes_namespaces, routes_search
@@ -27,6 +30,14 @@ Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457
 `application/problem+json` documents with a stable `code`."""
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    close = getattr(app.state.extractor, "close", None)
+    if callable(close):  # the extractor's HTTP client
+        close()
+
+
 def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
     """The API v1 app over ``vault``. Raises ConfigError for unknown backends."""
     setup_tracing(settings.telemetry, "interface")
@@ -37,6 +48,7 @@ def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.vault = vault

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,9 +22,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from services.interface.app import create_app
+from services.interface.extractors import OpenAIExtractor
 from services.interface.tracing import TracingMiddleware
 from shared.errors import PROBLEM_MEDIA_TYPE
-from shared.settings import Settings
+from shared.settings import ExtractorSettings, Settings
 from tests.fake_vault import FakeVault
 
 pytestmark = pytest.mark.unit
@@ -341,3 +343,30 @@ def test_tracing_middleware_names_spans_by_route() -> None:
     assert span.attributes is not None
     assert span.attributes["http.response.status_code"] == 200
     assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_extractor_runs_when_on_and_its_outage_is_503(
+    settings: Settings, vault: FakeVault, auth: dict[str, str]
+) -> None:
+    answer = {"status": 200}
+
+    def llm(request: httpx.Request) -> httpx.Response:
+        content = '{"facts": [{"text": "Ann likes tea", "sources": ["m1"]}]}'
+        body = {"choices": [{"message": {"content": content}}]}
+        return httpx.Response(answer["status"], json=body)
+
+    cfg = ExtractorSettings(backend="openai", base_url="http://llm.test/v1")
+    app = create_app(settings.model_copy(update={"extractor": cfg}), vault)
+    app.state.extractor = OpenAIExtractor(
+        cfg, client=httpx.Client(transport=httpx.MockTransport(llm))
+    )
+    with TestClient(app) as c:
+        ns = c.post("/v1/namespaces", json={"name": "n"}, headers=auth).json()["id"]
+        msgs = [{"id": "m1", "role": "user", "name": "Ann", "content": "I love tea"}]
+        r = c.post(f"/v1/namespaces/{ns}/memories", json={"messages": msgs}, headers=auth)
+        assert r.status_code == 201
+        fact = r.json()["memories"][1]
+        assert fact["origin"] == "inference_extraction" and fact["sources"] == ["m1"]
+        answer["status"] = 500
+        r = c.post(f"/v1/namespaces/{ns}/memories", json={"messages": msgs}, headers=auth)
+        problem(r, 503, "extractor_unavailable")
