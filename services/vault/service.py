@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from services.vault.outbox import OutboxRelay
 from services.vault.retrieval import Retriever
 from shared.errors import NotFound, ValidationFailed
@@ -142,7 +144,7 @@ class Vault:
         if not drafts:
             raise ValidationFailed("nothing to store")
         now = self._clock()
-        vectors = []
+        vectors: list[np.ndarray] = []
         for start in range(0, len(drafts), EMBED_CHUNK):
             chunk = drafts[start : start + EMBED_CHUNK]
             vectors.extend(self._embedder.encode([d.embedding_text or d.text for d in chunk]))
