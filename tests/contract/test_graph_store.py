@@ -539,3 +539,35 @@ def test_concurrent_writes_and_searches(w: World) -> None:
     assert errors == []
     assert len(w.store.get_current(w.a, written)) == 60
     assert len(w.store.vector_search(w.a, [w.a1], unit(w.rng), 100)) == 60
+
+
+def test_odd_metadata_values_neither_fail_nor_match(w: World) -> None:
+    odd = make_cube(
+        w.a,
+        w.a1,
+        "odd metadata",
+        metadata={"big": 2**70, "nested": {"a": 1}, "none": None, "f": 2.0},
+    )
+    write_cubes(w.store, [odd], [unit(w.rng)])
+    assert w.store.get_cube(w.a, odd.id) == odd
+    for meta in ({"big": 2**70}, {"big": 1}, {"nested": "x"}, {"none": "null"}):
+        f = SearchFilters(metadata=meta)
+        assert w.store.vector_search(w.a, [w.a1], unit(w.rng), 5, f) == [], meta
+        assert w.store.text_search(w.a, [w.a1], "odd", 5, f) == [], meta
+    f2 = SearchFilters(metadata={"f": 2})  # JSON numbers: 2 equals 2.0
+    assert ids(w.store.text_search(w.a, [w.a1], "odd", 5, f2)) == [odd.id]
+
+
+def test_keyword_hits_are_found_behind_many_better_ones(w: World) -> None:
+    """Another tenant's (or a filtered-out) stronger matches must not hide weaker ones."""
+    loud = [make_cube(w.b, w.b1, "apple apple apple apple") for _ in range(700)]
+    loud += [make_cube(w.a, w.a2, "apple apple apple apple") for _ in range(700)]
+    quiet = [
+        make_cube(w.a, w.a1, f"one apple among many other words in sentence {i}", tags=["q"])
+        for i in range(3)
+    ]
+    write_cubes(w.store, loud + quiet)
+    assert set(ids(w.store.text_search(w.a, [w.a1], "apple", 10))) == {c.id for c in quiet}
+    both = w.store.text_search(w.a, [w.a1, w.a2], "apple", 2000, SearchFilters(tags_any=["q"]))
+    assert set(ids(both)) == {c.id for c in quiet}
+    assert len(w.store.text_search(w.a, [w.a1, w.a2], "apple", 2000)) == 703

@@ -27,6 +27,7 @@ from services.vault.stores.sqlite_query import (
     filter_sql,
     fts_match,
     has_row_filters,
+    keyword_search,
     placeholders,
     scope_sql,
 )
@@ -277,16 +278,9 @@ class SqliteGraphStore:
         match = fts_match(query)
         if match is None or k <= 0 or not namespaces:
             return []
-        scope, params = scope_sql(tenant, list(dict.fromkeys(namespaces)))
-        fsql, fparams = filter_sql(filters)
-        sql = (
-            "SELECT c.id, bm25(cube_fts) AS s FROM cube_fts JOIN cubes c ON c.rid = cube_fts.rowid"
-            f" WHERE cube_fts MATCH ? AND {scope}{fsql} ORDER BY s LIMIT ?"
-        )
         with self._db() as conn:
-            rows = conn.execute(sql, [match, *params, *fparams, k]).fetchall()
-        # bm25() is lower-is-better; the port promises higher-is-better.
-        return [Scored(cid, -float(s)) for cid, s in rows]
+            hits = keyword_search(conn, match, tenant, list(dict.fromkeys(namespaces)), k, filters)
+        return [Scored(cid, score) for cid, score in hits]
 
     def due_for_expiry(self, now: datetime, limit: int = 1000) -> list[MemCube]:
         with self._db() as conn:

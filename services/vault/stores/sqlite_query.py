@@ -1,4 +1,4 @@
-"""SQL fragments shared by the SQLite store's searches: filters and safe FTS5 queries.
+"""The SQLite store's search SQL: filters, safe FTS5 queries, keyword search.
 
 Nothing here interpolates a value into SQL: fragments carry ``?`` placeholders
 and their parameters travel beside them.
@@ -6,7 +6,9 @@ and their parameters travel beside them.
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +17,8 @@ from shared.schemas.api import SearchFilters
 
 MAX_QUERY_TERMS = 32
 MAX_TERM_CHARS = 64
+FIRST_ROUND = 256  # keyword candidates ranked before the tenant and filters apply
+LAST_ROUND = 32_768  # beyond this many candidates, rank every match at once
 
 # Words too common to help ranking. BM25 already down-weights them, but ORing them
 # in makes nearly every document a candidate, which is slow and adds noise.
@@ -101,18 +105,20 @@ def filter_sql(
         if f.event_time_to is not None:
             parts.append(f"{alias}.event_time <= ?")
             params.append(epoch(f.event_time_to))
+    # "rid IN (subquery)" lets SQLite start from the tag index instead of probing
+    # the tags of every candidate row.
     if f.tags_any:
         tags = sorted(set(f.tags_any))
         parts.append(
-            f"EXISTS (SELECT 1 FROM cube_tags t WHERE t.rid = {alias}.rid"
-            f" AND t.tag IN ({placeholders(len(tags))}))"
+            f"{alias}.rid IN (SELECT t.rid FROM cube_tags t"
+            f" WHERE t.tag IN ({placeholders(len(tags))}))"
         )
         params.extend(tags)
     if f.tags_all:
         tags = sorted(set(f.tags_all))
         parts.append(
-            f"(SELECT COUNT(*) FROM cube_tags t WHERE t.rid = {alias}.rid"
-            f" AND t.tag IN ({placeholders(len(tags))})) = ?"
+            f"{alias}.rid IN (SELECT t.rid FROM cube_tags t"
+            f" WHERE t.tag IN ({placeholders(len(tags))}) GROUP BY t.rid HAVING COUNT(*) = ?)"
         )
         params.extend(tags)
         params.append(len(tags))
@@ -130,15 +136,78 @@ def has_row_filters(f: SearchFilters | None) -> bool:
     return f is not None and bool(f.tags_any or f.tags_all or f.metadata)
 
 
-def _metadata_condition(alias: str, key: str, value: object) -> tuple[str, list[object]]:
-    # json_each avoids building a JSON path from the key (SQLite paths cannot
-    # escape every character); the JSON type is compared too so that True does
-    # not match 1 and "1" does not match 1.
-    base = f"EXISTS (SELECT 1 FROM json_each({alias}.metadata) m WHERE m.key = ?"
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def meta_value(value: object) -> tuple[str, object] | None:
+    """(type, value) as stored in cube_meta; None for what equality filters cannot
+    match (nested values, null, integers beyond 64 bits)."""
     if isinstance(value, bool):
-        return base + " AND m.type = ?)", [key, "true" if value else "false"]
+        return ("true" if value else "false"), int(value)
     if isinstance(value, int):
-        return base + " AND m.type = 'integer' AND m.value = ?)", [key, value]
+        return ("integer", value) if _INT64[0] <= value <= _INT64[1] else None
     if isinstance(value, float):
-        return base + " AND m.type IN ('integer', 'real') AND m.value = ?)", [key, value]
-    return base + " AND m.type = 'text' AND m.value = ?)", [key, str(value)]
+        return "real", value
+    if isinstance(value, str):
+        return "text", value
+    return None
+
+
+def _metadata_condition(alias: str, key: str, value: object) -> tuple[str, list[object]]:
+    # The type is compared too, so that True does not match 1 nor "1" match 1; an
+    # integer filter matches a stored float of the same value, as JSON numbers do.
+    typed = meta_value(value)
+    if typed is None:
+        return "0", []
+    kind, stored = typed
+    types = ["integer", "real"] if kind in ("integer", "real") else [kind]
+    return (
+        f"{alias}.rid IN (SELECT m.rid FROM cube_meta m WHERE m.key = ? AND m.value = ?"
+        f" AND m.type IN ({placeholders(len(types))}))",
+        [key, stored, *types],
+    )
+
+
+def keyword_search(
+    conn: sqlite3.Connection,
+    match: str,
+    tenant: str,
+    namespaces: Sequence[str],
+    k: int,
+    filters: SearchFilters | None,
+) -> list[tuple[str, float]]:
+    """BM25 top ``k`` (higher is better) among the tenant's current, searchable cubes.
+
+    The FTS index spans every tenant. Ranking the best matches first and then
+    keeping the tenant's ones is several times faster than joining every match
+    to its cube before sorting; when too few survive, the next round ranks
+    eight times as many, and the last round ranks every match.
+    """
+    scope, params = scope_sql(tenant, namespaces)
+    fsql, fparams = filter_sql(filters)
+    keep_sql = (
+        "SELECT c.rid, c.id FROM cubes c WHERE c.rid IN (SELECT value FROM json_each(?))"
+        f" AND {scope}{fsql}"
+    )
+    limit: int | None = max(FIRST_ROUND, 4 * k)
+    while True:
+        if limit is None:
+            ranked = conn.execute(
+                "SELECT rowid, bm25(cube_fts) AS s FROM cube_fts WHERE cube_fts MATCH ? ORDER BY s",
+                (match,),
+            ).fetchall()
+        else:
+            ranked = conn.execute(
+                "SELECT rowid, bm25(cube_fts) AS s FROM cube_fts WHERE cube_fts MATCH ?"
+                " ORDER BY s LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        if not ranked:
+            return []
+        rids = json.dumps([r[0] for r in ranked])
+        keep = dict(conn.execute(keep_sql, [rids, *params, *fparams]).fetchall())
+        # bm25() is lower-is-better; the port promises higher-is-better.
+        hits = [(keep[rid], -float(s)) for rid, s in ranked if rid in keep][:k]
+        if len(hits) >= k or limit is None or len(ranked) < limit:
+            return hits
+        limit = limit * 8 if limit * 8 <= LAST_ROUND else None

@@ -62,7 +62,6 @@ CREATE TABLE IF NOT EXISTS cubes (
     expires_at    REAL,
     semantic_type TEXT NOT NULL,
     origin        TEXT NOT NULL,
-    metadata      TEXT NOT NULL,
     json          TEXT NOT NULL,
     embedding     BLOB,
     UNIQUE (id, version)
@@ -79,6 +78,17 @@ CREATE TABLE IF NOT EXISTS cube_tags (
     PRIMARY KEY (rid, tag)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cube_tags_tag ON cube_tags (tag, rid);
+
+-- Top-level scalar metadata, for equality filters. ``value`` has no declared
+-- type, so SQLite keeps 1 and '1' apart; ``type`` keeps True apart from 1.
+CREATE TABLE IF NOT EXISTS cube_meta (
+    rid   INTEGER NOT NULL REFERENCES cubes(rid),
+    key   TEXT NOT NULL,
+    type  TEXT NOT NULL,
+    value,
+    PRIMARY KEY (rid, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cube_meta_kv ON cube_meta (key, value, rid);
 
 CREATE TABLE IF NOT EXISTS edges (
     eid        INTEGER PRIMARY KEY,

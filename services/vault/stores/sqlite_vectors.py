@@ -86,9 +86,9 @@ class Snapshot:
             return None
         m = np.ones(self.n, dtype=bool) if self.valid is None else self.valid.copy()
         if f.semantic_types is not None:
-            m &= np.isin(self.sem, f.semantic_types)
+            m &= _lookup(f.semantic_types)[self.sem.view(np.uint8)]
         if f.origins is not None:
-            m &= np.isin(self.origin, f.origins)
+            m &= _lookup(f.origins)[self.origin.view(np.uint8)]
         # NaN compares False, so cubes without an event time fail any time bound.
         if f.time_from is not None:
             m &= self.etime >= f.time_from
@@ -107,18 +107,26 @@ class Snapshot:
     def search(self, q: np.ndarray, k: int, f: ColumnFilter) -> list[tuple[str, float]]:
         if self.n == 0 or k <= 0:
             return []
+        if f.empty:
+            scores = np.dot(self.mat, q)
+            if self.valid is None:
+                return self._top(scores, None, k)
+            bad = np.flatnonzero(~self.valid)
+            if bad.size <= self.n // 100:
+                # A few -inf are harmless; many would slow argpartition down badly
+                # (it degrades on long runs of equal values).
+                scores[bad] = -np.inf
+                return self._top(scores, None, k)
+            rows = np.flatnonzero(self.valid)
+            return self._top(scores[rows], rows, k)
         mask = self.mask(f)
-        if mask is None:
-            return self._top(np.dot(self.mat, q), None, k)
-        count = int(np.count_nonzero(mask))
-        if count == 0:
+        assert mask is not None
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
             return []
-        if count <= self.n * GATHER_FRACTION:
-            rows = np.flatnonzero(mask)
+        if rows.size <= self.n * GATHER_FRACTION:
             return self._top(np.dot(self.mat[rows], q), rows, k)
-        scores = np.dot(self.mat, q)
-        scores[~mask] = -np.inf
-        return self._top(scores, None, min(k, count))
+        return self._top(np.dot(self.mat, q)[rows], rows, k)
 
     def _top(self, scores: np.ndarray, rows: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         k = min(k, scores.size)
@@ -131,6 +139,13 @@ class Snapshot:
                 break
             out.append((self.ids[int(rows[i]) if rows is not None else int(i)], s))
         return out
+
+
+def _lookup(codes: np.ndarray) -> np.ndarray:
+    """A 256-entry table: indexing it with uint8 codes is a fast ``isin``."""
+    table = np.zeros(256, dtype=bool)
+    table[codes.astype(np.uint8)] = True
+    return table
 
 
 class NamespaceVectors:

@@ -8,7 +8,6 @@ commits.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,15 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.vault.stores import sqlite_records as records
-from services.vault.stores.sqlite_query import epoch
+from services.vault.stores.sqlite_query import epoch, meta_value
 from services.vault.stores.sqlite_vectors import ORIGIN_CODES, SEMANTIC_CODES, VectorRow
 from shared.errors import Conflict
 from shared.ports.graph import CubeWrite, WriteBatch
 
 _INSERT_CUBE = (
     "INSERT INTO cubes (rid, id, version, tenant, namespace, is_current, searchable, state,"
-    " tier, event_time, expires_at, semantic_type, origin, metadata, json, embedding)"
-    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " tier, event_time, expires_at, semantic_type, origin, json, embedding)"
+    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -68,7 +67,6 @@ def prepare(cw: CubeWrite, dimension: int) -> Prepared:
         epoch(cube.governance.lifespan.expires_at),
         str(cube.semantic_type),
         str(cube.origin),
-        json.dumps(cube.metadata, ensure_ascii=False, default=str),
         cube.model_dump_json(),
         blob,
     )
@@ -108,6 +106,15 @@ def write_batch(
     conn.executemany(
         "INSERT OR IGNORE INTO cube_tags (rid, tag) VALUES (?, ?)",
         [(base + i, tag) for i, p in enumerate(prepared) for tag in p.cw.cube.tags],
+    )
+    conn.executemany(
+        "INSERT INTO cube_meta (rid, key, type, value) VALUES (?, ?, ?, ?)",
+        [
+            (base + i, key, *typed)
+            for i, p in enumerate(prepared)
+            for key, value in p.cw.cube.metadata.items()
+            if (typed := meta_value(value)) is not None
+        ],
     )
     if batch.edges:
         records.insert_edges(conn, batch.edges, {p.cw.cube.id: p.cw.cube.tenant for p in prepared})
