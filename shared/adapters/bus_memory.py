@@ -119,23 +119,26 @@ class MemoryEventBus:
                     self._claim(other)
             self._cond.notify_all()
 
-    def _next(self, sub: MemorySubscription) -> tuple[str, _Record] | None:
+    def _next(self, sub: MemorySubscription) -> tuple[str, int, _Record] | None:
         """The oldest unhandled event among the topics ``sub`` owns. Holds _cond."""
         g = self._groups[sub.group]
-        best: tuple[str, _Record] | None = None
+        best: tuple[str, int, _Record] | None = None
         for topic in sub.topics:
             if g.owners.get(topic) is not sub:
                 continue
             records = self._logs.get(topic, [])
             offset = g.offsets.get(topic, 0)
-            if offset < len(records) and (best is None or records[offset].seq < best[1].seq):
-                best = (topic, records[offset])
+            if offset < len(records) and (best is None or records[offset].seq < best[2].seq):
+                best = (topic, offset, records[offset])
         return best
 
-    def _commit(self, sub: MemorySubscription, topic: str) -> None:
+    def _commit(self, sub: MemorySubscription, topic: str, offset: int) -> None:
         with self._cond:
             g = self._groups[sub.group]
-            g.offsets[topic] = g.offsets.get(topic, 0) + 1
+            # A member that lost the topic (closed while its handler ran) must not
+            # move the new owner's offset: that would skip an event.
+            if g.owners.get(topic) is sub and g.offsets.get(topic, 0) == offset:
+                g.offsets[topic] = offset + 1
             self._cond.notify_all()
 
     def _dead_letter(
@@ -235,9 +238,9 @@ class MemorySubscription:
                 if self._stop:
                     return
             assert item is not None
-            topic, record = item
+            topic, offset, record = item
             if self._deliver(topic, record):
-                bus._commit(self, topic)
+                bus._commit(self, topic, offset)
             else:
                 return  # stopped while retrying; the event stays for the next owner
 

@@ -571,3 +571,10 @@ def test_keyword_hits_are_found_behind_many_better_ones(w: World) -> None:
     both = w.store.text_search(w.a, [w.a1, w.a2], "apple", 2000, SearchFilters(tags_any=["q"]))
     assert set(ids(both)) == {c.id for c in quiet}
     assert len(w.store.text_search(w.a, [w.a1, w.a2], "apple", 2000)) == 703
+
+
+def test_huge_k_is_fine(w: World) -> None:
+    cube = make_cube(w.a, w.a1, "needle")
+    write_cubes(w.store, [cube], [unit(w.rng)])
+    assert ids(w.store.text_search(w.a, [w.a1], "needle", 2**62)) == [cube.id]
+    assert ids(w.store.vector_search(w.a, [w.a1], unit(w.rng), 2**62)) == [cube.id]

@@ -189,7 +189,7 @@ def keyword_search(
         "SELECT c.rid, c.id FROM cubes c WHERE c.rid IN (SELECT value FROM json_each(?))"
         f" AND {scope}{fsql}"
     )
-    limit: int | None = max(FIRST_ROUND, 4 * k)
+    limit: int | None = max(FIRST_ROUND, 4 * k) if 4 * k <= LAST_ROUND else None
     while True:
         if limit is None:
             ranked = conn.execute(
