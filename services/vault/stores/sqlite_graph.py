@@ -105,11 +105,13 @@ class SqliteGraphStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
+                # Also after a failed COMMIT (SQLITE_BUSY, disk full), which leaves
+                # the transaction open on this shared connection.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     @staticmethod
     def _read_data_version(conn: sqlite3.Connection) -> int:
