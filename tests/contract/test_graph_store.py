@@ -5,6 +5,7 @@ See shared/ports/graph.py for the contract itself.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,13 +35,21 @@ from tests.contract.graph_support import (
 
 pytestmark = pytest.mark.contract
 
+# The password infra/local gives the local server (it honours the same variable).
+NEO4J_PASSWORD = os.environ.get("MGINFRA_NEO4J_PASSWORD", "memgrid-dev-password")
+
 GRAPH_STORES: list[AdapterCase[GraphStore]] = [
     AdapterCase(
         "sqlite",
         lambda tmp: create_graph_store(GraphSettings(url=f"sqlite:///{tmp}/graph.db"), DIM),
     ),
-    # AdapterCase("neo4j", lambda tmp: create_graph_store(GraphSettings(
-    #     url="bolt://127.0.0.1:7687", password=...), DIM), requires=("127.0.0.1", 7687)),
+    AdapterCase(
+        "neo4j",
+        lambda tmp: create_graph_store(
+            GraphSettings(url="bolt://127.0.0.1:7687", password=NEO4J_PASSWORD), DIM
+        ),
+        requires=("127.0.0.1", 7687),
+    ),
 ]
 
 
