@@ -29,7 +29,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # one memory per turn, "Speaker: text", cosine only: the baseline of the data's README
     "dense-only": {"search": {"keyword_weight": 0.0, "time_weight": 0.0, "context_window": 0}},
     "keyword-only": {"search": {"dense_weight": 0.0, "time_weight": 0.0, "context_window": 0}},
-    "hybrid-no-context": {"search": {"context_window": 0}},
+    "hybrid-rrf": {"search": {"fusion": "rrf", "context_window": 0}},
+    "hybrid-minmax": {"search": {"fusion": "minmax", "context_window": 0}},
+    "hybrid-zscore+context": {"search": {"fusion": "zscore", "context_window": 1}},
     "default": {},
 }
 
@@ -122,7 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
     print(
-        f"{'preset':<18} {'embedder':<12} {'recall@' + str(args.k):>9} "
+        f"{'preset':<22} {'embedder':<12} {'recall@' + str(args.k):>9} "
         + " ".join(f"{n:>11}" for n in CATEGORIES.values())
         + f" {'ingest/s':>9} {'p50 ms':>7} {'p95 ms':>7}"
     )
@@ -132,7 +134,7 @@ def main() -> None:
             f"{res['per_category'].get(n, float('nan')):>11.3f}" for n in CATEGORIES.values()
         )
         print(
-            f"{p:<18} {args.embedder:<12} {res['recall']:>9.3f} {cats} {res['ingest_per_s']:>9.0f} "
+            f"{p:<22} {args.embedder:<12} {res['recall']:>9.3f} {cats} {res['ingest_per_s']:>9.0f} "
             f"{res['search_p50_ms']:>7.1f} {res['search_p95_ms']:>7.1f}",
             flush=True,
         )

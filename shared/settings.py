@@ -70,8 +70,9 @@ class EmbedderSettings(_Group):
 
 
 class SearchSettings(_Group):
-    """Hybrid retrieval. Weights are for reciprocal-rank fusion; see docs/retrieval.md."""
+    """Hybrid retrieval: how dense, keyword and time rankings are fused (docs/retrieval.md)."""
 
+    fusion: Literal["zscore", "minmax", "rrf"] = "zscore"
     dense_weight: float = Field(default=1.0, ge=0.0)
     keyword_weight: float = Field(default=1.0, ge=0.0)
     time_weight: float = Field(default=0.5, ge=0.0)

@@ -1,16 +1,25 @@
-"""Hybrid retrieval: dense + keyword + time, fused by weighted reciprocal rank.
+"""Hybrid retrieval: dense + keyword + time, fused from normalised scores.
 
-Why reciprocal-rank fusion rather than a weighted sum of scores: cosine
-similarities and BM25 scores live on unrelated scales that shift with the query
-and corpus size, so any fixed mix of raw scores is tuned to one corpus. RRF
-(Cormack et al., 2009) only uses ranks, needs no normalisation, and on the LoCoMo
-dev split it beat both single signals and min-max-normalised score sums (figures
-in docs/benchmarks.md, bench/locomo_recall.py --fusion ...).
+Each ranker returns candidates with scores on its own scale (cosine for dense,
+BM25 for keyword, closeness to a named time for time). Fusion puts them on one
+scale and adds them with weights from settings (``search.fusion``):
+
+* ``zscore`` (default): each list's scores standardised (mean 0, sd 1) over its
+  candidates; a candidate missing from a list gets that list's lowest value.
+* ``minmax``: each list rescaled to [0, 1]; missing counts as 0.
+* ``rrf``: reciprocal-rank fusion, sum of weight / (k + rank), ranks only.
+
+Why z-scores by default: measured on the LoCoMo dev split (bench/locomo_recall.py
+--fusion, figures in docs/benchmarks.md), equal-weight score fusion recalled
+clearly more evidence than RRF at its usual k=60, because RRF throws away how far
+ahead a strong BM25 match (a rare name, a place) is; z-scores keep that margin
+while staying insensitive to the raw scale of BM25, which grows with the corpus.
+Equal weights were kept rather than tuned to the split.
 
 The time signal: when the query names a time (a month, a year, an ISO date), the
 cubes whose event time falls in that window are ranked by closeness to it and
-that list is fused in too; otherwise time contributes nothing, rather than
-biasing every query to recent memories.
+fused in too; otherwise time contributes nothing, rather than biasing every query
+to recent memories.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from shared.ports.embedder import Embedder
 from shared.ports.graph import GraphStore, Scored
@@ -87,6 +98,34 @@ def rrf(ranked_lists: Sequence[tuple[float, Sequence[str]]], k: int) -> dict[str
     return fused
 
 
+def fuse(lists: Sequence[tuple[float, Sequence[Scored]]], method: str, k: int) -> dict[str, float]:
+    """Combines scored lists by ``method`` (zscore, minmax, rrf); higher is better."""
+    if method == "rrf":
+        return rrf([(w, [s.cube_id for s in lst]) for w, lst in lists], k)
+    ids = {s.cube_id for _, lst in lists for s in lst}
+    fused = dict.fromkeys(ids, 0.0)
+    for weight, lst in lists:
+        if weight <= 0 or not lst:
+            continue
+        scores = np.fromiter((s.score for s in lst), dtype=np.float64, count=len(lst))
+        if method == "zscore":
+            sd = float(scores.std())
+            norm = (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
+            missing = float(norm.min())
+        elif method == "minmax":
+            span = float(scores.max() - scores.min())
+            norm = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+            missing = 0.0
+        else:
+            raise ValueError(f"unknown fusion method {method!r}")
+        seen = {}
+        for s, v in zip(lst, norm, strict=True):
+            seen[s.cube_id] = float(v)
+        for cube_id in ids:
+            fused[cube_id] += weight * seen.get(cube_id, missing)
+    return fused
+
+
 class Retriever:
     def __init__(self, store: GraphStore, embedder: Embedder, cfg: SearchSettings) -> None:
         self._store = store
@@ -103,39 +142,52 @@ class Retriever:
         filters: SearchFilters | None,
         now: datetime,
     ) -> list[tuple[MemCube, float]]:
-        n = max(self._cfg.candidates, top_k * 3)
+        cfg = self._cfg
+        n = max(cfg.candidates, top_k * 3)
         vector = self._embedder.encode([query])[0]
         dense = self._store.vector_search(tenant, namespaces, vector, n, filters)
         keyword = self._store.text_search(tenant, namespaces, query, n, filters)
-        lists: list[tuple[float, Sequence[str]]] = [
-            (self._cfg.dense_weight, [s.cube_id for s in dense]),
-            (self._cfg.keyword_weight, [s.cube_id for s in keyword]),
+        lists: list[tuple[float, Sequence[Scored]]] = [
+            (cfg.dense_weight, dense),
+            (cfg.keyword_weight, keyword),
         ]
+        cubes: dict[str, MemCube] = {}
         window = time_window(query)
-        candidates = {s.cube_id for s in dense} | {s.cube_id for s in keyword}
-        cubes = {c.id: c for c in self._store.get_current(tenant, list(candidates))}
-        if window is not None:
-            lists.append((self._cfg.time_weight, _by_time(cubes.values(), window)))
-        fused = rrf(lists, self._cfg.rrf_k)
+        if window is not None and cfg.time_weight > 0:
+            ids = list({s.cube_id for s in dense} | {s.cube_id for s in keyword})
+            cubes = {c.id: c for c in self._store.get_current(tenant, ids)}
+            lists.append((cfg.time_weight, _by_time(cubes.values(), window)))
+        fused = fuse(lists, cfg.fusion, cfg.rrf_k)
         ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
         out: list[tuple[MemCube, float]] = []
-        for cube_id, score in ranked:
-            cube = cubes.get(cube_id)
-            if cube is None or not cube.searchable or _expired(cube, now):
-                continue
-            out.append((cube, score))
-            if len(out) == top_k:
-                break
+        # Fetch cubes page by page: only the head of the ranking is ever read,
+        # and a few may be dropped (expired, no longer current) on the way.
+        page = max(top_k * 2, 10)
+        for start in range(0, len(ranked), page):
+            chunk = ranked[start : start + page]
+            missing = [cid for cid, _ in chunk if cid not in cubes]
+            if missing:
+                cubes.update((c.id, c) for c in self._store.get_current(tenant, missing))
+            for cube_id, score in chunk:
+                cube = cubes.get(cube_id)
+                if cube is None or not cube.searchable or _expired(cube, now):
+                    continue
+                out.append((cube, score))
+                if len(out) == top_k:
+                    return out
         return out
 
 
-def _by_time(cubes: Iterable[MemCube], window: TimeWindow) -> list[str]:
-    inside: list[tuple[float, str]] = []
+def _by_time(cubes: Iterable[MemCube], window: TimeWindow) -> list[Scored]:
+    """Cubes inside the window, scored 1 at its middle down to 0 at its edges."""
+    half = max((window.end - window.start).total_seconds() / 2, 1.0)
+    out = []
     for cube in cubes:
         t = cube.event_time
         if t is not None and window.start <= t < window.end:
-            inside.append((abs((t - window.middle).total_seconds()), cube.id))
-    return [cube_id for _, cube_id in sorted(inside)]
+            closeness = 1.0 - abs((t - window.middle).total_seconds()) / half
+            out.append(Scored(cube.id, max(closeness, 0.0)))
+    return sorted(out, key=lambda s: -s.score)
 
 
 def _expired(cube: MemCube, now: datetime) -> bool:
@@ -143,4 +195,4 @@ def _expired(cube: MemCube, now: datetime) -> bool:
     return at is not None and at <= now
 
 
-__all__ = ["Retriever", "Scored", "TimeWindow", "rrf", "time_window"]
+__all__ = ["Retriever", "TimeWindow", "fuse", "rrf", "time_window"]

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.vault.retrieval import rrf, time_window
+from services.vault.retrieval import fuse, rrf, time_window
+from shared.ports.graph import Scored
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +54,32 @@ def test_time_window(query: str, start: datetime, end: datetime) -> None:
 def test_no_time_and_impossible_dates() -> None:
     assert time_window("where does Ana live?") is None
     assert time_window("on 2023-02-31") is None
+
+
+def _s(*pairs: tuple[str, float]) -> list[Scored]:
+    return [Scored(cid, score) for cid, score in pairs]
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_score_fusion_keeps_a_strong_keyword_margin(method: str) -> None:
+    # dense is undecided (all close); keyword is sure about "b": b must win
+    dense = _s(("a", 0.52), ("b", 0.51), ("c", 0.50))
+    keyword = _s(("b", 12.0), ("a", 1.0), ("c", 0.9))
+    fused = fuse([(1.0, dense), (1.0, keyword)], method, 60)
+    assert max(fused, key=fused.__getitem__) == "b"
+
+
+def test_zscore_missing_candidate_gets_the_lists_minimum() -> None:
+    fused = fuse([(1.0, _s(("a", 1.0), ("b", 0.0))), (1.0, _s(("c", 5.0)))], "zscore", 60)
+    assert fused["a"] > fused["b"]
+    assert set(fused) == {"a", "b", "c"}
+
+
+def test_zero_weight_list_has_no_influence() -> None:
+    one = fuse([(1.0, _s(("a", 1.0), ("b", 0.5))), (0.0, _s(("b", 9.0)))], "zscore", 60)
+    assert one["a"] > one["b"]
+
+
+def test_unknown_fusion_method() -> None:
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse([(1.0, _s(("a", 1.0)))], "borda", 60)
