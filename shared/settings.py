@@ -79,7 +79,10 @@ class SearchSettings(_Group):
     rrf_k: int = Field(default=60, ge=1)
     candidates: int = Field(default=100, ge=10, le=2000)
     context_window: int = Field(
-        default=1, ge=0, le=5, description="preceding messages folded into a message's embedding"
+        default=0,
+        ge=0,
+        le=5,
+        description="preceding messages folded into a message's embedding (0: measured best)",
     )
     max_top_k: int = Field(default=100, ge=1, le=1000)
 
