@@ -2,7 +2,7 @@
 """memgrid local infrastructure: Kafka (KRaft), Neo4j 5.26 Community and MinIO on 127.0.0.1.
 
     python3 infra/local/memgrid_infra.py install [SERVER...]   # fetch + cache, start nothing
-    python3 infra/local/memgrid_infra.py up      [SERVER...]   # install if needed, start, wait healthy
+    python3 infra/local/memgrid_infra.py up      [SERVER...]   # install if needed, start, wait
     python3 infra/local/memgrid_infra.py down    [SERVER...]   # SIGTERM, wait, SIGKILL
     python3 infra/local/memgrid_infra.py status  [SERVER...]   # state, pid, RSS, URL
     python3 infra/local/memgrid_infra.py env     [SERVER...]   # MEMGRID_* exports for the app
@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mginfra.common import InfraError, Server, cache_root, data_root, python_ok, rss_mib, say  # noqa: E402
-from mginfra.kafka import Kafka  # noqa: E402
-from mginfra.minio import MinIO  # noqa: E402
-from mginfra.neo4j import Neo4j  # noqa: E402
+from mginfra.common import InfraError, Server, cache_root, data_root, rss_mib, say
+from mginfra.kafka import Kafka
+from mginfra.minio import MinIO
+from mginfra.neo4j import Neo4j
 
 SERVERS: dict[str, type[Server]] = {"kafka": Kafka, "neo4j": Neo4j, "minio": MinIO}
 
@@ -35,8 +35,9 @@ SERVERS: dict[str, type[Server]] = {"kafka": Kafka, "neo4j": Neo4j, "minio": Min
 def pick(names: list[str]) -> list[Server]:
     unknown = [n for n in names if n not in SERVERS]
     if unknown:
-        raise InfraError(f"unknown server(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(SERVERS)}")
+        raise InfraError(
+            f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVERS)}"
+        )
     return [SERVERS[n]() for n in (names or list(SERVERS))]
 
 
@@ -52,8 +53,10 @@ def cmd_up(servers: list[Server]) -> None:
     started = time.monotonic()
     for s in servers:
         s.up()
-    say(f"up: {', '.join(s.name for s in servers)} healthy in "
-        f"{time.monotonic() - started:.1f} s (data and logs in {data_root()})")
+    say(
+        f"up: {', '.join(s.name for s in servers)} healthy in "
+        f"{time.monotonic() - started:.1f} s (data and logs in {data_root()})"
+    )
 
 
 def cmd_down(servers: list[Server]) -> None:
@@ -104,13 +107,14 @@ def cmd_wipe(servers: list[Server]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="memgrid_infra.py",
-        description="Install and run memgrid's Kafka, Neo4j and MinIO on 127.0.0.1 (no Docker).")
-    parser.add_argument("command",
-                        choices=["install", "up", "down", "status", "env", "logs", "wipe"])
+        description="Install and run memgrid's Kafka, Neo4j and MinIO on 127.0.0.1 (no Docker).",
+    )
+    parser.add_argument(
+        "command", choices=["install", "up", "down", "status", "env", "logs", "wipe"]
+    )
     parser.add_argument("servers", nargs="*", help=f"any of {', '.join(SERVERS)} (default all)")
     args = parser.parse_args(argv)
     try:
-        python_ok()
         servers = pick(args.servers)
         if args.command == "install":
             cmd_install(servers)

@@ -8,10 +8,22 @@ import shutil
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 from .common import (
-    HERE, HOST, InfraError, Port, Server, cache_root, env, env_int, fresh_dir, java_bin,
-    require_tool, run_with_progress, say,
+    HERE,
+    HOST,
+    InfraError,
+    Port,
+    Server,
+    cache_root,
+    env,
+    env_int,
+    fresh_dir,
+    java_bin,
+    maven_copy_dependencies,
+    run_with_progress,
+    say,
 )
 
 DEFAULT_VERSION = "4.1.2"
@@ -42,17 +54,19 @@ class Kafka(Server):
         return (self.install_dir / "INSTALLED").exists()
 
     def install(self) -> None:
-        mvn = require_tool("mvn", "install Maven 3 (apt-get install maven)")
         if not self.version().startswith("4."):
-            raise InfraError("MGINFRA_KAFKA_VERSION must be a 4.x release (the log4j2 binding "
-                             "in infra/local/kafka/pom.xml is for Kafka 4)")
+            raise InfraError(
+                "MGINFRA_KAFKA_VERSION must be a 4.x release (the log4j2 binding "
+                "in infra/local/kafka/pom.xml is for Kafka 4)"
+            )
         work = fresh_dir(self.install_dir.with_name(self.install_dir.name + ".partial"))
-        shutil.copy(HERE / "kafka" / "pom.xml", work / "pom.xml")
-        run_with_progress(
-            [mvn, "-B", "-ntp", f"-Dkafka.version={self.version()}",
-             "dependency:copy-dependencies", "-DincludeScope=runtime",
-             "-DoutputDirectory=libs"],
-            work / "install.log", f"kafka {self.version()}: resolving jars with Maven", cwd=work)
+        maven_copy_dependencies(
+            HERE / "kafka" / "pom.xml",
+            work,
+            {"kafka.version": self.version()},
+            "libs",
+            f"kafka {self.version()}: resolving jars with Maven",
+        )
         jars = list((work / "libs").glob("*.jar"))
         if not any(j.name.startswith("kafka_2.13-") for j in jars):
             raise InfraError(f"kafka install: no kafka_2.13 jar in {work / 'libs'}")
@@ -113,8 +127,12 @@ class Kafka(Server):
     def java_opts(self) -> list[str]:
         heap = env("MGINFRA_KAFKA_HEAP", "512m")
         return [
-            f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.log_dir}",
             f"-Dlog4j2.configurationFile={self.config_file.parent / 'log4j2.xml'}",
             self.marker,
@@ -130,11 +148,22 @@ class Kafka(Server):
         cluster_id = self._new_cluster_id()
         say(f"kafka: formatting storage in {self.data_dir} (cluster id {cluster_id})")
         run_with_progress(
-            [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={self.config_file.parent / 'log4j2.xml'}",
-             f"-Dkafka.logs.dir={self.log_dir}", "-cp", self.classpath(),
-             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(self.config_file)],
-            self.log_dir / "format.log", "kafka: format storage")
+            [
+                java_bin(),
+                "-Xmx256m",
+                f"-Dlog4j2.configurationFile={self.config_file.parent / 'log4j2.xml'}",
+                f"-Dkafka.logs.dir={self.log_dir}",
+                "-cp",
+                self.classpath(),
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(self.config_file),
+            ],
+            self.log_dir / "format.log",
+            "kafka: format storage",
+        )
         (self.home / "cluster-id").write_text(cluster_id + "\n")
 
     @staticmethod
@@ -146,8 +175,14 @@ class Kafka(Server):
                 return cid
 
     def command(self) -> list[str]:
-        return [java_bin(), *self.java_opts(), "-cp", self.classpath(), "kafka.Kafka",
-                str(self.config_file)]
+        return [
+            java_bin(),
+            *self.java_opts(),
+            "-cp",
+            self.classpath(),
+            "kafka.Kafka",
+            str(self.config_file),
+        ]
 
     def stop_timeout(self) -> float:
         return 40.0
@@ -162,7 +197,7 @@ class Kafka(Server):
             return False, "metadata lists no broker yet"
         return True, f"metadata ok ({brokers} broker, controller {controller})"
 
-    def connection(self) -> dict:
+    def connection(self) -> dict[str, Any]:
         return {
             "url": f"kafka://{HOST}:{self.port()}",
             "bootstrap_servers": f"{HOST}:{self.port()}",
@@ -207,7 +242,7 @@ def metadata_check(host: str, port: int, timeout: float = 3.0) -> tuple[int, int
             raise InfraError(f"ApiVersions error code {error}")
         ranges = {}
         for i in range(count):
-            key, lo, hi = struct.unpack(">hhh", data[6 + 6 * i: 12 + 6 * i])
+            key, lo, hi = struct.unpack(">hhh", data[6 + 6 * i : 12 + 6 * i])
             ranges[key] = (lo, hi)
         lo, hi = ranges.get(3, (0, -1))
         version = min(hi, 7)

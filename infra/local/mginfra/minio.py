@@ -13,15 +13,26 @@ import datetime
 import hashlib
 import hmac
 import os
+import re
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .common import (
-    HOST, InfraError, Port, Server, cache_root, env, env_int, fresh_dir, require_tool,
-    run_with_progress, say,
+    HOST,
+    InfraError,
+    Port,
+    Server,
+    cache_root,
+    env,
+    env_int,
+    fresh_dir,
+    require_tool,
+    run_with_progress,
+    say,
 )
 
 DEFAULT_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -74,23 +85,41 @@ class MinIO(Server):
     def install(self) -> None:
         go = require_tool("go", "install Go >= 1.24 (the MinIO module needs it)")
         work = fresh_dir(self.install_dir.with_name(self.install_dir.name + ".partial"))
-        say("minio: building from source with `go install` (several minutes on 2 cores; "
-            "the binary is cached afterwards)")
+        say(
+            "minio: building from source with `go install` (several minutes on 2 cores; "
+            "the binary is cached afterwards)"
+        )
         # A private module + build cache (about 2 GiB) that is deleted afterwards: only the
         # binary (about 150 MB) is kept. MGINFRA_MINIO_GO_CACHE=shared uses Go's own caches.
         private = env("MGINFRA_MINIO_GO_CACHE", "private") != "shared"
-        go_env = {"GOBIN": str(work / "bin"), "CGO_ENABLED": "0",
-                  "GOFLAGS": (os.environ.get("GOFLAGS", "") + " -buildvcs=false").strip()}
+        go_env = {
+            "GOBIN": str(work / "bin"),
+            "CGO_ENABLED": "0",
+            "GOFLAGS": (os.environ.get("GOFLAGS", "") + " -buildvcs=false").strip(),
+            # modules come from the module proxy only: never `direct` from version control
+            "GOPROXY": registry_only_goproxy(go),
+            "GOPRIVATE": "",
+            "GONOPROXY": "",
+        }
         if private:
             go_env.update({"GOMODCACHE": str(work / "gomod"), "GOCACHE": str(work / "gocache")})
         try:
             run_with_progress(
-                [go, "install", f"{MODULE}@{self.version()}"], work / "install.log",
-                f"minio {self.version()}: go install", extra_env=go_env, cwd=work)
+                [go, "install", f"{MODULE}@{self.version()}"],
+                work / "install.log",
+                f"minio {self.version()}: go install",
+                extra_env=go_env,
+                cwd=work,
+            )
         finally:
             if private:
-                subprocess.run([go, "clean", "-modcache"], env={**os.environ, **go_env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                subprocess.run(
+                    [go, "clean", "-modcache"],
+                    env={**os.environ, **go_env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
                 shutil.rmtree(work / "gomod", ignore_errors=True)
                 shutil.rmtree(work / "gocache", ignore_errors=True)
         if not (work / "bin" / "minio").exists():
@@ -110,22 +139,31 @@ class MinIO(Server):
 
     def after_healthy(self) -> None:
         """Create the default bucket (idempotent) through the S3 API."""
-        status, body = s3_request("PUT", f"{HOST}:{self.port()}", f"/{self.bucket()}",
-                                  self.user(), self.password())
+        status, body = s3_request(
+            "PUT", f"{HOST}:{self.port()}", f"/{self.bucket()}", self.user(), self.password()
+        )
         if status == 200:
             say(f"minio: created bucket {self.bucket()!r}")
         elif status == 409 and b"BucketAlreadyOwnedByYou" in body:
             pass
         else:
-            raise InfraError(f"minio: creating bucket {self.bucket()!r} -> HTTP {status}: "
-                             f"{body[:300]!r}")
+            raise InfraError(
+                f"minio: creating bucket {self.bucket()!r} -> HTTP {status}: {body[:300]!r}"
+            )
 
     def command(self) -> list[str]:
-        return [str(self.binary), "server", str(self.data_dir),
-                "--address", f"{HOST}:{self.port()}",
-                "--console-address", f"{HOST}:{self.console_port()}", "--anonymous"]
+        return [
+            str(self.binary),
+            "server",
+            str(self.data_dir),
+            "--address",
+            f"{HOST}:{self.port()}",
+            "--console-address",
+            f"{HOST}:{self.console_port()}",
+            "--anonymous",
+        ]
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, str]:
         return {
             "MINIO_ROOT_USER": self.user(),
             "MINIO_ROOT_PASSWORD": self.password(),
@@ -154,7 +192,7 @@ class MinIO(Server):
         except (urllib.error.URLError, OSError) as exc:
             return False, f"GET {ready} failed: {exc}"
 
-    def connection(self) -> dict:
+    def connection(self) -> dict[str, Any]:
         endpoint = f"{HOST}:{self.port()}"
         return {
             "url": f"http://{endpoint}",
@@ -172,23 +210,44 @@ class MinIO(Server):
         }
 
 
-def s3_request(method: str, endpoint: str, path: str, access_key: str, secret_key: str,
-               region: str = "us-east-1") -> tuple[int, bytes]:
+def registry_only_goproxy(go: str) -> str:
+    """The configured GOPROXY list without its `direct`/`off` entries."""
+    configured = subprocess.run(
+        [go, "env", "GOPROXY"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    proxies = [p for p in re.split(r"[,|]", configured) if p and p not in ("direct", "off")]
+    return ",".join(proxies) or "https://proxy.golang.org"
+
+
+def s3_request(
+    method: str,
+    endpoint: str,
+    path: str,
+    access_key: str,
+    secret_key: str,
+    region: str = "us-east-1",
+) -> tuple[int, bytes]:
     """One AWS Signature V4 request with an empty body (enough to create a bucket)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = now.strftime("%Y%m%d")
     payload_hash = hashlib.sha256(b"").hexdigest()
     headers = {"host": endpoint, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
     signed = ";".join(sorted(headers))
-    canonical = "\n".join([
-        method, path, "",
-        "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
-        signed, payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            "",
+            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
+            signed,
+            payload_hash,
+        ]
+    )
     scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
     key = ("AWS4" + secret_key).encode()
     for part in (day, region, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
@@ -197,8 +256,11 @@ def s3_request(method: str, endpoint: str, path: str, access_key: str, secret_ke
     for k, v in headers.items():
         if k != "host":
             req.add_header(k, v)
-    req.add_header("Authorization", f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-                                    f"SignedHeaders={signed}, Signature={signature}")
+    req.add_header(
+        "Authorization",
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}",
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read()

@@ -9,14 +9,31 @@ neo4j.conf written here. It is compiled once with javac into the install cache.
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 import shutil
 import socket
 import struct
+import zipfile
 from pathlib import Path
+from typing import Any
 
 from .common import (
-    HERE, HOST, InfraError, Port, Server, cache_root, env, env_bool, env_int, fresh_dir,
-    java_bin, javac_bin, require_tool, run_with_progress, say,
+    HERE,
+    HOST,
+    InfraError,
+    Port,
+    Server,
+    cache_root,
+    env,
+    env_bool,
+    env_int,
+    fresh_dir,
+    java_bin,
+    javac_bin,
+    maven_copy_dependencies,
+    run_with_progress,
+    say,
 )
 
 DEFAULT_VERSION = "5.26.30"
@@ -45,8 +62,9 @@ class Neo4j(Server):
     def password(self) -> str:
         pw = env("MGINFRA_NEO4J_PASSWORD", "memgrid-dev-password")
         if len(pw) < 8:
-            raise InfraError("MGINFRA_NEO4J_PASSWORD must be at least 8 characters "
-                             "(Neo4j's minimum)")
+            raise InfraError(
+                "MGINFRA_NEO4J_PASSWORD must be at least 8 characters (Neo4j's minimum)"
+            )
         return pw
 
     # ------------------------------------------------------------------ install
@@ -62,19 +80,22 @@ class Neo4j(Server):
 
     def _classes_current(self) -> bool:
         stamp = self.install_dir / "classes" / "SOURCE-HASH"
-        return stamp.exists() and stamp.read_text().strip() == self._launcher_hash()
+        return (
+            self.launcher_jar.exists()
+            and stamp.exists()
+            and stamp.read_text().strip() == self._launcher_hash()
+        )
 
     def install(self) -> None:
         if not (self.install_dir / "INSTALLED").exists():
-            mvn = require_tool("mvn", "install Maven 3 (apt-get install maven)")
             work = fresh_dir(self.install_dir.with_name(self.install_dir.name + ".partial"))
-            shutil.copy(HERE / "neo4j" / "pom.xml", work / "pom.xml")
-            run_with_progress(
-                [mvn, "-B", "-ntp", f"-Dneo4j.version={self.version()}",
-                 "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 "-DoutputDirectory=lib"],
-                work / "install.log", f"neo4j {self.version()}: resolving jars with Maven",
-                cwd=work)
+            maven_copy_dependencies(
+                HERE / "neo4j" / "pom.xml",
+                work,
+                {"neo4j.version": self.version()},
+                "lib",
+                f"neo4j {self.version()}: resolving jars with Maven",
+            )
             jars = list((work / "lib").glob("*.jar"))
             if not any(j.name == f"neo4j-{self.version()}.jar" for j in jars):
                 raise InfraError(f"neo4j install: no neo4j-{self.version()}.jar in {work / 'lib'}")
@@ -88,10 +109,65 @@ class Neo4j(Server):
     def _compile(self) -> None:
         classes = fresh_dir(self.install_dir / "classes")
         run_with_progress(
-            [javac_bin(), "-nowarn", "-cp", str(self.install_dir / "lib" / "*"), "-d",
-             str(classes), str(LAUNCHER)],
-            self.install_dir / "compile.log", "neo4j: compiling MemgridNeo4j.java")
+            [
+                javac_bin(),
+                "-nowarn",
+                "-cp",
+                str(self.install_dir / "lib" / "*"),
+                "-d",
+                str(classes),
+                str(LAUNCHER),
+            ],
+            self.install_dir / "compile.log",
+            "neo4j: compiling MemgridNeo4j.java",
+        )
+        # a jar, not a class folder, so the classpath qualifies for class-data sharing (CDS)
+        with zipfile.ZipFile(self.launcher_jar, "w") as jar:
+            for cls in sorted(classes.glob("*.class")):
+                jar.write(cls, cls.name)
+        shutil.rmtree(self.install_dir / "cds", ignore_errors=True)  # archives name the old jar
         (classes / "SOURCE-HASH").write_text(self._launcher_hash() + "\n")
+
+    @property
+    def launcher_jar(self) -> Path:
+        return self.install_dir / "memgrid-neo4j-launcher.jar"
+
+    # ------------------------------------------------------------------ class-data sharing
+    # Neo4j loads ~15k classes at start. The first run with CDS on dumps them into an archive
+    # when it stops cleanly (-XX:ArchiveClassesAtExit); later starts map it
+    # (-XX:SharedArchiveFile), which cuts start-up time. -Xshare:auto (the default) silently
+    # ignores an archive that does not match, so the worst case is an ordinary start.
+    def _cds_archive(self) -> Path:
+        java = Path(java_bin()).resolve()
+        key = hashlib.sha256(f"{java}:{java.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+        return self.install_dir / "cds" / f"neo4j-{key}.jsa"
+
+    def _cds_flags(self) -> list[str]:
+        if not env_bool("MGINFRA_NEO4J_CDS", True):
+            return []
+        quiet = "-Xlog:cds=off,cds+dynamic=off"
+        archive = self._cds_archive()
+        if archive.exists():
+            return [f"-XX:SharedArchiveFile={archive}", quiet]
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        marker = self.home / "cds-dump"
+        if marker.exists():  # left by a run that crashed: its dump may be partial
+            Path(marker.read_text().split()[0]).unlink(missing_ok=True)
+        dump = archive.with_name(f"dump-{secrets.token_hex(6)}.jsa")
+        marker.write_text(f"{dump}\n{archive}\n")
+        return [f"-XX:ArchiveClassesAtExit={dump}", quiet]
+
+    def after_stop(self, graceful: bool) -> None:
+        marker = self.home / "cds-dump"
+        if not marker.exists():
+            return
+        dump, archive = (Path(x) for x in marker.read_text().split())
+        marker.unlink()
+        if graceful and dump.exists() and not archive.exists():
+            os.replace(dump, archive)
+            say(f"neo4j: saved a class-data archive for faster starts ({archive.name})")
+        else:
+            dump.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ run
     @property
@@ -127,20 +203,32 @@ class Neo4j(Server):
 
     def command(self) -> list[str]:
         heap = env("MGINFRA_NEO4J_HEAP", "512m")
-        classpath = f"{self.install_dir / 'classes'}:{self.install_dir / 'lib' / '*'}"
+        classpath = f"{self.launcher_jar}:{self.install_dir / 'lib' / '*'}"
         return [
-            java_bin(), f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC",
-            "-XX:-OmitStackTraceInFastThrow", "-XX:+DisableExplicitGC",
-            "-Djdk.nio.maxCachedBufferSize=1024", "-Dio.netty.tryReflectionSetAccessible=true",
-            "-Dlog4j2.disable.jmx=true", "-Djava.awt.headless=true",
+            java_bin(),
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:-OmitStackTraceInFastThrow",
+            "-XX:+DisableExplicitGC",
+            "-Djdk.nio.maxCachedBufferSize=1024",
+            "-Dio.netty.tryReflectionSetAccessible=true",
+            "-Dlog4j2.disable.jmx=true",
+            "-Djava.awt.headless=true",
             "--add-opens=java.base/java.nio=ALL-UNNAMED",
             "--add-opens=java.base/java.io=ALL-UNNAMED",
             "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
-            self.marker, "-cp", classpath, "MemgridNeo4j", str(self.home), str(self.conf_file),
+            *self._cds_flags(),
+            self.marker,
+            "-cp",
+            classpath,
+            "MemgridNeo4j",
+            str(self.home),
+            str(self.conf_file),
         ]
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, str]:
         return {"MGINFRA_NEO4J_PASSWORD": self.password() if self.auth() else ""}
 
     def stop_timeout(self) -> float:
@@ -155,21 +243,32 @@ class Neo4j(Server):
         if ready_pid is None or ready_pid != self.pid():
             return False, "launcher has not reported ready yet (ready.pid)"
         try:
-            bolt_return_1(HOST, self.port(), self.user() if self.auth() else None,
-                          self.password() if self.auth() else None)
+            bolt_return_1(
+                HOST,
+                self.port(),
+                self.user() if self.auth() else None,
+                self.password() if self.auth() else None,
+            )
         except (OSError, InfraError) as exc:
             return False, f"Bolt RETURN 1 on {HOST}:{self.port()} failed: {exc}"
         return True, "Bolt RETURN 1 ok"
 
-    def connection(self) -> dict:
+    def connection(self) -> dict[str, Any]:
         url = f"bolt://{HOST}:{self.port()}"
-        env_vars = {"MEMGRID_GRAPH__URL": url, "MEMGRID_GRAPH__USER": self.user(),
-                    "MEMGRID_GRAPH__DATABASE": "neo4j"}
+        env_vars = {
+            "MEMGRID_GRAPH__URL": url,
+            "MEMGRID_GRAPH__USER": self.user(),
+            "MEMGRID_GRAPH__DATABASE": "neo4j",
+        }
         if self.auth():
             env_vars["MEMGRID_GRAPH__PASSWORD"] = self.password()
-        return {"url": url, "user": self.user(),
-                "password": self.password() if self.auth() else None,
-                "auth": self.auth(), "env": env_vars}
+        return {
+            "url": url,
+            "user": self.user(),
+            "password": self.password() if self.auth() else None,
+            "auth": self.auth(),
+            "env": env_vars,
+        }
 
 
 # ---------------------------------------------------------------------- tiny Bolt client
@@ -185,7 +284,7 @@ def _pack_str(s: str) -> bytes:
     return struct.pack(">BH", 0xD1, len(b)) + b
 
 
-def _pack_map(d: dict) -> bytes:
+def _pack_map(d: dict[str, Any]) -> bytes:
     out = bytes([0xA0 + len(d)])
     for k, v in d.items():
         out += _pack_str(k)
@@ -228,8 +327,9 @@ def _expect_success(sock: socket.socket, what: str) -> None:
     raise InfraError(f"{what}: {kind} {''.join(c for c in text if c.isprintable())[:200]}")
 
 
-def bolt_return_1(host: str, port: int, user: str | None, password: str | None,
-                  timeout: float = 5.0) -> None:
+def bolt_return_1(
+    host: str, port: int, user: str | None, password: str | None, timeout: float = 5.0
+) -> None:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         sock.sendall(b"\x60\x60\xb0\x17" + b"\x00\x00\x04\x04" + b"\x00" * 12)
