@@ -155,7 +155,7 @@ class SqliteGraphStore:
 
     def write(self, batch: WriteBatch) -> None:
         """One transaction: supersede, insert versions, index them, edges, outbox."""
-        prepared = [prepare(cw, self.dimension) for cw in batch.cubes]
+        prepared = prepare(batch.cubes, self.dimension)
         with self._lock:
             with self._tx() as conn:
                 removed, added = write_batch(conn, batch, prepared)
