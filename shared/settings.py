@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -41,22 +49,56 @@ class GraphSettings(_Group):
 
 
 class BlobSettings(_Group):
-    """Content-addressed blob storage: ``file:///dir`` or ``s3://bucket`` (MinIO)."""
+    """Content-addressed blob storage: ``file:///dir`` or ``s3://bucket`` (MinIO).
+
+    For ``s3://`` the bucket (one per deployment) is created if missing;
+    ``endpoint``, the keys and ``secure`` (HTTPS) say how to reach the S3 service.
+    """
 
     url: str = ""
     endpoint: str = "127.0.0.1:9000"
     access_key: SecretStr = SecretStr("")
     secret_key: SecretStr = SecretStr("")
     secure: bool = False
+    region: str = Field(default="", description="S3 region; empty asks the service")
+    timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout per request")
 
 
 class BusSettings(_Group):
-    """Event bus: ``memory://`` (in process) or ``kafka://host:port``."""
+    """Event bus: ``memory://`` (in process) or ``kafka://host:port[,host:port]``.
+
+    The Kafka-only fields below are ignored by the in-process bus.
+    """
 
     url: str = "memory://"
     client_id: str = "memgrid"
     dead_letter_topic: str = "memgrid.deadletter"
     max_delivery_attempts: int = Field(default=5, ge=1, le=100)
+    retry_backoff_s: float = Field(
+        default=0.1, ge=0, le=60, description="first pause between handler retries; doubles"
+    )
+    replication_factor: int = Field(
+        default=-1, ge=-1, le=32, description="for topics memgrid creates; -1 = broker default"
+    )
+    default_partitions: int = Field(
+        default=3, ge=1, le=1000, description="for topics used but not declared in shared.topics"
+    )
+    publish_timeout_s: float = Field(
+        default=15.0, gt=0, description="how long publish waits for the broker's ack"
+    )
+    session_timeout_s: float = Field(
+        default=10.0, ge=1, le=300, description="a consumer silent this long leaves its group"
+    )
+    join_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long subscribe waits for its first partitions"
+    )
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replicas(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (broker default) or at least 1")
+        return v
 
 
 class EmbedderSettings(_Group):
@@ -122,6 +164,9 @@ class VaultClientSettings(_Group):
 
     url: str = "inproc://"
     timeout_s: float = Field(default=30.0, gt=0)
+    service_token: SecretStr | None = Field(
+        default=None, description="shared secret the vault's internal API requires, if set"
+    )
 
 
 class Settings(BaseSettings):

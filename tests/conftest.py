@@ -22,16 +22,35 @@ def api_settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, admin_key=ADMIN_KEY, embedder={"backend": "hashing"})  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def api_client(api_settings: Settings) -> Iterator[TestClient]:
-    from services.embedded import build_embedded
+@pytest.fixture(params=["embedded", "split"])
+def api_client(request: pytest.FixtureRequest, api_settings: Settings) -> Iterator[TestClient]:
+    """The public API over the vault in process ("embedded"), and over the vault's
+    internal HTTP API ("split", as in distributed mode: interface → HttpVault → vault)."""
+    if request.param == "embedded":
+        from services.embedded import build_embedded
 
-    app, close = build_embedded(api_settings)
+        app, close = build_embedded(api_settings)
+        try:
+            with TestClient(app) as client:
+                yield client
+        finally:
+            close()
+        return
+
+    from services.interface.app import create_app
+    from services.vault.app import create_app as create_vault_app
+    from services.vault.factory import build_vault
+    from shared.clients.vault_http import HttpVault
+
+    vault = build_vault(api_settings)
+    vault.start()
     try:
-        with TestClient(app) as client:
-            yield client
+        with TestClient(create_vault_app(api_settings, vault)) as internal:
+            app = create_app(api_settings, HttpVault(api_settings.vault, client=internal))
+            with TestClient(app) as client:
+                yield client
     finally:
-        close()
+        vault.close()
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from services.interface import routes_admin, routes_memories, routes_namespaces,
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
-from services.interface.problems import install_problem_handlers
 from services.interface.reader import MemReader
 from services.interface.tracing import TracingMiddleware
+from shared.http_problems import install_problem_handlers
 from shared.ports.vault import VaultAPI
 from shared.settings import Settings
 from shared.telemetry import setup_tracing

@@ -18,8 +18,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.interface.problems import problem_response
 from shared.errors import FieldError, NotFound, PayloadTooLarge, ValidationFailed
+from shared.http_problems import problem_response
 from shared.schemas.api import MemoryCreate, MemoryPatch, SearchRequest
 from shared.settings import LimitSettings, SearchSettings
 

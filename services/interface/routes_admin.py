@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 
 from services.interface.auth import require_admin
 from services.interface.deps import StrictJSONRoute, VaultDep
-from services.interface.problems import problem_responses
 from shared.errors import Unavailable
+from shared.http_problems import problem_responses
 from shared.schemas.api import TenantCreate, TenantCreated
 
 log = logging.getLogger("memgrid.interface")

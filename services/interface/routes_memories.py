@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from services.interface.auth import CallerDep
 from services.interface.deps import ExtractorDep, ReaderDep, SettingsDep, StrictJSONRoute, VaultDep
 from services.interface.limits import check_id, check_memory_create, check_memory_patch
-from services.interface.problems import problem_responses
+from shared.http_problems import problem_responses
 from shared.schemas.api import (
     HistoryResponse,
     LineageResponse,

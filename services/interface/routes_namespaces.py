@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from services.interface.auth import CallerDep
 from services.interface.deps import StrictJSONRoute, VaultDep
 from services.interface.limits import check_id
-from services.interface.problems import problem_responses
+from shared.http_problems import problem_responses
 from shared.schemas.api import NamespaceCreate, NamespaceList, NamespaceRecord
 
 router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"], route_class=StrictJSONRoute)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from services.interface.auth import CallerDep
 from services.interface.deps import SettingsDep, StrictJSONRoute, VaultDep
 from services.interface.limits import check_search
-from services.interface.problems import problem_responses
+from shared.http_problems import problem_responses
 from shared.schemas.api import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"], route_class=StrictJSONRoute)

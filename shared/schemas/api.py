@@ -191,6 +191,12 @@ class CubeDraft(_Strict):
     )
 
 
+class CubeDraftBatch(_Strict):
+    """What the interface sends the vault's internal API to create cubes."""
+
+    drafts: list[CubeDraft] = Field(min_length=1)
+
+
 class Caller(_Strict):
     """Who is asking, as established by authentication."""
 

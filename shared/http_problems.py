@@ -30,7 +30,7 @@ from shared.errors import (
     ValidationFailed,
 )
 
-log = logging.getLogger("memgrid.interface")
+log = logging.getLogger("memgrid.http")
 
 
 class ProblemFieldError(BaseModel):

@@ -1,0 +1,153 @@
+"""The vault's internal HTTP API (distributed mode), built by :func:`create_app`.
+
+The interface calls it through shared.clients.vault_http.HttpVault; the two
+implement the same VaultAPI Protocol, so the interface cannot tell embedded from
+distributed. It is internal: the caller's identity travels in X-Memgrid-* headers
+set by the interface after authenticating the client, and the API must only be
+reachable inside the deployment (NetworkPolicy in the Helm chart). When
+``vault.service_token`` is set, every call must also present it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+
+from services.vault.service import Vault
+from shared.errors import NotFound, Unauthorized
+from shared.http_problems import install_problem_handlers
+from shared.schemas.api import (
+    ApiKeyRecord,
+    Caller,
+    CubeDraftBatch,
+    HistoryResponse,
+    LineageResponse,
+    MemoriesResponse,
+    MemoryPatch,
+    NamespaceCreate,
+    NamespaceList,
+    NamespaceRecord,
+    SearchRequest,
+    SearchResponse,
+    TenantCreate,
+    TenantCreated,
+)
+from shared.schemas.memcube import MemCube
+from shared.settings import Settings
+from shared.telemetry import setup_tracing
+
+PREFIX = "/internal/v1"
+
+
+def _caller(
+    x_memgrid_tenant: Annotated[str, Header()],
+    x_memgrid_principal: Annotated[str, Header()],
+    x_memgrid_role: Annotated[str, Header()] = "tenant_admin",
+) -> Caller:
+    return Caller(tenant=x_memgrid_tenant, principal=x_memgrid_principal, role=x_memgrid_role)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+def _vault(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+VaultDep = Annotated[Vault, Depends(_vault)]
+
+
+def _router(token: str | None) -> APIRouter:
+    async def check_token(
+        x_memgrid_service_token: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if token is None:
+            return
+        given = (x_memgrid_service_token or "").encode()
+        if not hmac.compare_digest(given, token.encode()):
+            raise Unauthorized("missing or invalid service token")
+
+    r = APIRouter(prefix=PREFIX, dependencies=[Depends(check_token)])
+
+    @r.post("/tenants", status_code=201)
+    def create_tenant(body: TenantCreate, vault: VaultDep) -> TenantCreated:
+        return vault.create_tenant(body.name)
+
+    @r.get("/api-keys/{prefix}")
+    def find_api_key(prefix: str, vault: VaultDep) -> ApiKeyRecord:
+        rec = vault.find_api_key(prefix)
+        if rec is None:
+            raise NotFound("no such key", code="api_key_not_found")
+        return rec
+
+    @r.post("/namespaces", status_code=201)
+    def create_namespace(
+        body: NamespaceCreate, caller: CallerDep, vault: VaultDep
+    ) -> NamespaceRecord:
+        return vault.create_namespace(caller, body)
+
+    @r.get("/namespaces")
+    def list_namespaces(caller: CallerDep, vault: VaultDep) -> NamespaceList:
+        return NamespaceList(namespaces=vault.list_namespaces(caller))
+
+    @r.get("/namespaces/{namespace_id}")
+    def get_namespace(namespace_id: str, caller: CallerDep, vault: VaultDep) -> NamespaceRecord:
+        return vault.get_namespace(caller, namespace_id)
+
+    @r.post("/namespaces/{namespace_id}/cubes", status_code=201)
+    def create_memories(
+        namespace_id: str, body: CubeDraftBatch, caller: CallerDep, vault: VaultDep
+    ) -> MemoriesResponse:
+        return MemoriesResponse(memories=vault.create_memories(caller, namespace_id, body.drafts))
+
+    @r.get("/memories/{cube_id}")
+    def get_memory(cube_id: str, caller: CallerDep, vault: VaultDep) -> MemCube:
+        return vault.get_memory(caller, cube_id)
+
+    @r.patch("/memories/{cube_id}")
+    def update_memory(
+        cube_id: str, body: MemoryPatch, caller: CallerDep, vault: VaultDep
+    ) -> MemCube:
+        return vault.update_memory(caller, cube_id, body)
+
+    @r.delete("/memories/{cube_id}", status_code=204)
+    def delete_memory(cube_id: str, caller: CallerDep, vault: VaultDep) -> Response:
+        vault.delete_memory(caller, cube_id)
+        return Response(status_code=204)
+
+    @r.get("/memories/{cube_id}/history")
+    def history(cube_id: str, caller: CallerDep, vault: VaultDep) -> HistoryResponse:
+        return HistoryResponse(versions=vault.history(caller, cube_id))
+
+    @r.get("/memories/{cube_id}/lineage")
+    def lineage(cube_id: str, caller: CallerDep, vault: VaultDep) -> LineageResponse:
+        return vault.lineage(caller, cube_id)
+
+    @r.post("/search")
+    def search(body: SearchRequest, caller: CallerDep, vault: VaultDep) -> SearchResponse:
+        return vault.search(caller, body)
+
+    return r
+
+
+def create_app(settings: Settings, vault: Vault) -> FastAPI:
+    setup_tracing(settings.telemetry, "vault")
+    app = FastAPI(title="memgrid vault (internal)", version="1", docs_url=None, redoc_url=None)
+    app.state.vault = vault
+    install_problem_handlers(app)
+    token = settings.vault.service_token
+    app.include_router(_router(token.get_secret_value() if token else None))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        vault.ready()
+        return {"status": "ready"}
+
+    return app

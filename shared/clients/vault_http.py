@@ -1,0 +1,152 @@
+"""HttpVault: the VaultAPI over the vault's internal HTTP API (distributed mode).
+
+Errors come back as problem+json and are raised again as MemgridError with the
+same status and code, so the interface answers exactly as in embedded mode. A
+vault that cannot be reached (refused, timed out) raises Unavailable: the client
+gets a 503 problem, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from opentelemetry.propagate import inject
+
+from shared.errors import FieldError, MemgridError, Unavailable
+from shared.schemas.api import (
+    ApiKeyRecord,
+    Caller,
+    CubeDraft,
+    CubeDraftBatch,
+    HistoryResponse,
+    LineageResponse,
+    MemoriesResponse,
+    MemoryPatch,
+    NamespaceCreate,
+    NamespaceList,
+    NamespaceRecord,
+    SearchRequest,
+    SearchResponse,
+    TenantCreate,
+    TenantCreated,
+)
+from shared.schemas.memcube import MemCube
+from shared.settings import VaultClientSettings
+
+PREFIX = "/internal/v1"
+
+
+class HttpVault:
+    def __init__(self, cfg: VaultClientSettings, client: httpx.Client | None = None) -> None:
+        """``client`` lets tests pass an in-process client (e.g. a TestClient of the vault app)."""
+        self._http = client or httpx.Client(base_url=cfg.url.rstrip("/"), timeout=cfg.timeout_s)
+        self._token = cfg.service_token.get_secret_value() if cfg.service_token else None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, caller: Caller | None = None, body: Any = None) -> Any:
+        headers: dict[str, str] = {}
+        if self._token is not None:
+            headers["X-Memgrid-Service-Token"] = self._token
+        inject(headers)  # traceparent: the vault's spans join the interface's trace
+        if caller is not None:
+            headers["X-Memgrid-Tenant"] = caller.tenant
+            headers["X-Memgrid-Principal"] = caller.principal
+            headers["X-Memgrid-Role"] = caller.role
+        content = body.model_dump_json() if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            r = self._http.request(method, PREFIX + path, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"vault unreachable: {type(exc).__name__}") from exc
+        if r.status_code >= 400:
+            raise _error(r)
+        return r.json() if r.status_code != 204 else None
+
+    def create_tenant(self, name: str) -> TenantCreated:
+        return TenantCreated.model_validate(
+            self._call("POST", "/tenants", None, TenantCreate(name=name))
+        )
+
+    def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
+        try:
+            return ApiKeyRecord.model_validate(self._call("GET", f"/api-keys/{prefix}"))
+        except MemgridError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_namespace(self, caller: Caller, req: NamespaceCreate) -> NamespaceRecord:
+        return NamespaceRecord.model_validate(self._call("POST", "/namespaces", caller, req))
+
+    def list_namespaces(self, caller: Caller) -> list[NamespaceRecord]:
+        return NamespaceList.model_validate(self._call("GET", "/namespaces", caller)).namespaces
+
+    def get_namespace(self, caller: Caller, namespace_id: str) -> NamespaceRecord:
+        return NamespaceRecord.model_validate(
+            self._call("GET", f"/namespaces/{_seg(namespace_id)}", caller)
+        )
+
+    def create_memories(
+        self, caller: Caller, namespace_id: str, drafts: list[CubeDraft]
+    ) -> list[MemCube]:
+        data = self._call(
+            "POST", f"/namespaces/{_seg(namespace_id)}/cubes", caller, CubeDraftBatch(drafts=drafts)
+        )
+        return MemoriesResponse.model_validate(data).memories
+
+    def get_memory(self, caller: Caller, cube_id: str) -> MemCube:
+        return MemCube.model_validate(self._call("GET", f"/memories/{_seg(cube_id)}", caller))
+
+    def update_memory(self, caller: Caller, cube_id: str, patch: MemoryPatch) -> MemCube:
+        return MemCube.model_validate(
+            self._call("PATCH", f"/memories/{_seg(cube_id)}", caller, patch)
+        )
+
+    def delete_memory(self, caller: Caller, cube_id: str) -> None:
+        self._call("DELETE", f"/memories/{_seg(cube_id)}", caller)
+
+    def history(self, caller: Caller, cube_id: str) -> list[MemCube]:
+        data = self._call("GET", f"/memories/{_seg(cube_id)}/history", caller)
+        return HistoryResponse.model_validate(data).versions
+
+    def lineage(self, caller: Caller, cube_id: str) -> LineageResponse:
+        data = self._call("GET", f"/memories/{_seg(cube_id)}/lineage", caller)
+        return LineageResponse.model_validate(data)
+
+    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
+        return SearchResponse.model_validate(self._call("POST", "/search", caller, req))
+
+    def ready(self) -> None:
+        try:
+            r = self._http.get("/readyz")
+        except httpx.TransportError as exc:
+            raise Unavailable(f"vault unreachable: {type(exc).__name__}") from exc
+        if r.status_code >= 400:
+            raise _error(r)
+
+
+def _seg(value: str) -> str:
+    """One path segment: ids are opaque, so escape anything that could change the path."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _error(r: httpx.Response) -> MemgridError:
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
+    if r.status_code >= 500 and r.status_code != 503:
+        return Unavailable(f"vault failed with {r.status_code}")
+    return MemgridError(
+        detail=str(body.get("detail", r.reason_phrase)),
+        errors=[FieldError(e["field"], e["message"]) for e in body.get("errors") or []],
+        status=r.status_code,
+        code=str(body.get("code", "error")),
+        title=str(body.get("title", r.reason_phrase)),
+    )
