@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import struct
@@ -193,6 +194,8 @@ class Neo4j(Server):
             "db.tx_log.rotation.size": "16m",
             "dbms.usage_report.enabled": "false",
             "server.logs.debug.enabled": "true",
+            # Bolt waits 5 s twice (netty quiet period) on shutdown by default
+            "internal.dbms.bolt.netty_server_shutdown_quiet_period": "1",
         }
         text = "# written by infra/local/memgrid_infra.py at every start; edits are lost\n"
         text += "".join(f"{k}={v}\n" for k, v in settings.items())
@@ -219,7 +222,12 @@ class Neo4j(Server):
             "--add-opens=java.base/java.io=ALL-UNNAMED",
             "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
+            # C1 only: about half the CPU to start on a busy 2-core box, and no C2
+            # compiler threads competing with tests; *_JAVA_OPTS=-XX:TieredStopAtLevel=4
+            # restores the full JIT (the last occurrence of a flag wins).
+            "-XX:TieredStopAtLevel=1",
             *self._cds_flags(),
+            *shlex.split(env("MGINFRA_NEO4J_JAVA_OPTS", "")),
             self.marker,
             "-cp",
             classpath,
