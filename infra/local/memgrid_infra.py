@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"[mginfra] ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
+    except BrokenPipeError:  # e.g. `env | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("[mginfra] interrupted", file=sys.stderr)
         return 130
