@@ -26,12 +26,12 @@ def ev(n: int, cube: str = "c1") -> EventEnvelope:
 
 
 def test_registries_refuse_unknown_schemes() -> None:
-    assert BLOB_STORES.names() == ["file"]
-    assert EVENT_BUSES.names() == ["memory"]
-    with pytest.raises(ConfigError, match="known: file"):
-        create_blob_store(BlobSettings(url="s3://bucket"))
-    with pytest.raises(ConfigError, match="known: memory"):
-        create_event_bus(BusSettings(url="kafka://127.0.0.1:9092"))
+    assert "file" in BLOB_STORES.names()
+    assert "memory" in EVENT_BUSES.names()
+    with pytest.raises(ConfigError, match=r"known: .*file"):
+        create_blob_store(BlobSettings(url="nosuch://bucket"))
+    with pytest.raises(ConfigError, match=r"known: .*memory"):
+        create_event_bus(BusSettings(url="nosuch://127.0.0.1:9092"))
     with pytest.raises(ConfigError):
         create_event_bus(BusSettings(url="memory"))
 

@@ -29,7 +29,7 @@ def test_url_forms() -> None:
 
 def test_registry_picks_by_scheme(tmp_path: Path) -> None:
     assert {"sqlite", "bolt", "neo4j"} <= set(GRAPH_STORES.names())
-    with pytest.raises(ConfigError, match="known: .*sqlite"):
+    with pytest.raises(ConfigError, match=r"known: .*sqlite"):
         create_graph_store(GraphSettings(url="nosuch://127.0.0.1:7687"), DIM)
     with pytest.raises(ConfigError):
         create_graph_store(GraphSettings(url="graph.db"), DIM)
