@@ -8,31 +8,26 @@ import sys
 
 from shared.errors import ConfigError
 
-SERVICES = ("embedded", "interface", "vault", "scheduler", "governance", "trainer", "inference")
+# Each service's process entry point, imported only when that service is started.
+SERVICES: dict[str, str] = {
+    "embedded": "services.embedded:serve",
+    "interface": "services.interface.main:serve",
+    "vault": "services.vault.main:serve",
+}
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from shared.registry import Registry
     from shared.settings import load_settings
 
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if args.service != "embedded":
-        raise ConfigError(
-            f"--service {args.service}: distributed services are not available in this build; "
-            "run `memgrid serve` (embedded mode)"
-        )
-    import uvicorn
-
-    from services.embedded import build_embedded
-
-    app, close = build_embedded(settings)
-    print(f"memgrid (embedded) on http://{settings.host}:{settings.port}", flush=True)
-    try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    finally:
-        close()
+    registry: Registry[None] = Registry("service")
+    for name, target in SERVICES.items():
+        registry.register(name, target)
+    registry.create(args.service, settings)
     return 0
 
 
@@ -40,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memgrid", description="memgrid memory OS")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run memgrid (embedded by default)")
-    serve.add_argument("--service", choices=SERVICES, default="embedded")
+    serve.add_argument("--service", choices=sorted(SERVICES), default="embedded")
     serve.set_defaults(fn=_serve)
     args = parser.parse_args(argv)
     try:

@@ -31,3 +31,15 @@ def build_embedded(settings: Settings) -> tuple[FastAPI, Callable[[], None]]:
         bus.close()
 
     return app, close
+
+
+def serve(settings: Settings) -> None:
+    """``memgrid serve``: everything in one process on ``settings.port``."""
+    import uvicorn
+
+    app, close = build_embedded(settings)
+    print(f"memgrid (embedded) on http://{settings.host}:{settings.port}", flush=True)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        close()

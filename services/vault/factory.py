@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from services.vault.embedders import create_embedder
+from services.vault.embedders import EMBEDDERS, create_embedder
 from services.vault.service import Vault
-from services.vault.stores import create_graph_store
+from services.vault.stores import GRAPH_STORES, create_graph_store
 from shared.adapters import create_event_bus
 from shared.ports.bus import EventBus
+from shared.registry import scheme_of
 from shared.settings import Settings
 from shared.telemetry import traced_port
 
 
 def build_vault(settings: Settings, bus: EventBus | None = None) -> Vault:
     """``bus`` is passed in embedded mode, where every service shares one bus."""
+    # Name checks first: a typo in a URL must not wait for a model to load.
+    GRAPH_STORES.factory(scheme_of(settings.graph.url))
+    EMBEDDERS.factory(settings.embedder.backend)
+    bus = bus or create_event_bus(settings.bus)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedder = create_embedder(settings.embedder, settings.cache_dir / "models")
     store = traced_port(create_graph_store(settings.graph, embedder.dimension), "graph")
-    return Vault(settings, store, bus or create_event_bus(settings.bus), embedder)
+    return Vault(settings, store, bus, embedder)
