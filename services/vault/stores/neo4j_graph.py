@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,8 +35,10 @@ import numpy as np
 from neo4j import Driver, GraphDatabase, ManagedTransaction
 from neo4j.exceptions import (
     AuthError,
+    ClientError,
+    ConfigurationError,
+    ConnectionPoolError,
     ConstraintError,
-    DriverError,
     ServiceUnavailable,
     SessionExpired,
     TransientError,
@@ -45,7 +48,7 @@ from services.vault.stores import neo4j_schema as schema
 from services.vault.stores.neo4j_queries import Unmatchable, filter_cypher, lucene_query
 from services.vault.stores.neo4j_search import text_search_tx, vector_search_tx
 from services.vault.stores.neo4j_write import plan_batch, write_batch
-from shared.errors import Conflict, Unavailable
+from shared.errors import ConfigError, Conflict, Unavailable
 from shared.ports.graph import OutboxItem, Scored, WriteBatch
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
 from shared.schemas.events import EventEnvelope
@@ -57,6 +60,8 @@ R = TypeVar("R")
 
 _KEEP_ACKED = 10_000  # acknowledged outbox rows kept for inspection
 _DELETE_CHUNK = 5_000  # acknowledged rows deleted per acknowledgement, at most
+_ACK_CHUNK = 5_000  # rows acknowledged per transaction
+_RATE_MEMO_SIZE = 4096  # (tenant, namespaces, filters) whose vector pass rate is remembered
 _EDGE_TYPES = "|".join(k.value for k in EdgeKind)
 
 _CREATE_TENANT = (
@@ -72,8 +77,11 @@ _CREATE_NAMESPACE = (
 )
 
 
-def _is_down(exc: BaseException) -> bool:
-    return isinstance(exc, ServiceUnavailable | SessionExpired | TransientError | DriverError)
+# What "the server cannot answer now" looks like: unreachable or restarting
+# (ServiceUnavailable, SessionExpired), no free connection (ConnectionPoolError),
+# or transient failures the driver's retries did not get past. Other driver
+# errors are bugs in this module and surface as such.
+_DOWN = (ServiceUnavailable, SessionExpired, ConnectionPoolError, TransientError)
 
 
 class Neo4jGraphStore:
@@ -96,24 +104,30 @@ class Neo4jGraphStore:
         self.database = database
         # Bounded retries: while Neo4j is down a request should fail with 503 in
         # seconds, not hang for the driver's default 30 s.
-        self._driver: Driver | None = GraphDatabase.driver(
-            url,
-            auth=(user, password) if password else None,
-            max_transaction_retry_time=retry_time_s,
-            connection_timeout=connect_timeout_s,
-            connection_acquisition_timeout=connect_timeout_s * 2,
-            max_connection_pool_size=pool_size,
-        )
+        try:
+            self._driver: Driver | None = GraphDatabase.driver(
+                url,
+                auth=(user, password) if password else None,
+                max_transaction_retry_time=retry_time_s,
+                connection_timeout=connect_timeout_s,
+                connection_acquisition_timeout=connect_timeout_s * 2,
+                max_connection_pool_size=pool_size,
+            )
+        except (ConfigurationError, ValueError) as exc:
+            raise ConfigError(f"invalid neo4j settings for {url!r}: {exc}") from exc
         # Shared bookmarks give read-your-writes across sessions on a cluster too.
         self._bookmarks = GraphDatabase.bookmark_manager()
         self._schema_lock = threading.Lock()
         self._schema_ready = False
+        self._down = False  # set when a call found Neo4j unreachable
+        self._pass_rates = _RateMemo(_RATE_MEMO_SIZE)
         try:
             self._ensure_schema()
         except Unavailable as exc:
             # Start anyway: every call answers Unavailable until Neo4j is reachable,
             # then creates the schema. A wrong dimension still stops start-up.
             log.warning("neo4j not reachable at start-up (%s); schema deferred", exc)
+            self._down = True
 
     @classmethod
     def from_settings(cls, settings: GraphSettings, dimension: int) -> Neo4jGraphStore:
@@ -139,10 +153,8 @@ class Neo4jGraphStore:
             raise Conflict(f"conflicting write: {exc.message or exc}") from exc
         except AuthError as exc:
             raise Unavailable(f"neo4j at {self.url} refused the credentials: {exc}") from exc
-        except Exception as exc:
-            if _is_down(exc):
-                raise Unavailable(f"neo4j at {self.url} is unavailable: {exc}") from exc
-            raise
+        except _DOWN as exc:
+            raise Unavailable(f"neo4j at {self.url} is unavailable: {exc}") from exc
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -152,7 +164,13 @@ class Neo4jGraphStore:
                 return
             with driver.session(database=self.database) as session:
                 for stmt, params in schema.schema_statements(self.dimension):
-                    session.run(stmt, params).consume()
+                    try:
+                        session.run(stmt, params).consume()
+                    except ClientError:
+                        # Another process creating the same rule at the same moment
+                        # can make IF NOT EXISTS fail once; the second try sees it.
+                        time.sleep(0.5)
+                        session.run(stmt, params).consume()
                 session.run(schema.AWAIT_INDEXES, seconds=schema.INDEX_WAIT_S).consume()
                 rows = session.run(
                     schema.INDEX_OPTIONS,
@@ -161,21 +179,36 @@ class Neo4jGraphStore:
             schema.check_indexes(rows, self.dimension)
             self._schema_ready = True
 
-    def _read(self, fn: Callable[..., R], **kwargs: Any) -> R:
+    def _managed(self, fn: Callable[..., R], write: bool, **kwargs: Any) -> R:
+        if self._down:
+            # Once Neo4j was found down, one plain round trip decides: fail at once
+            # rather than spend the driver's retry time on every request (the API
+            # answers 503 in milliseconds), and carry on as soon as it is back.
+            self._probe()
         self._ensure_schema()
-        with (
-            self._errors() as driver,
-            driver.session(database=self.database, bookmark_manager=self._bookmarks) as s,
-        ):
-            return s.execute_read(fn, **kwargs)
+        try:
+            with (
+                self._errors() as driver,
+                driver.session(database=self.database, bookmark_manager=self._bookmarks) as s,
+            ):
+                if write:
+                    return s.execute_write(fn, **kwargs)
+                return s.execute_read(fn, **kwargs)
+        except Unavailable:
+            self._down = True
+            raise
+
+    def _read(self, fn: Callable[..., R], **kwargs: Any) -> R:
+        return self._managed(fn, False, **kwargs)
 
     def _write(self, fn: Callable[..., R], **kwargs: Any) -> R:
-        self._ensure_schema()
-        with (
-            self._errors() as driver,
-            driver.session(database=self.database, bookmark_manager=self._bookmarks) as s,
-        ):
-            return s.execute_write(fn, **kwargs)
+        return self._managed(fn, True, **kwargs)
+
+    def _probe(self) -> None:
+        """``RETURN 1`` without retries; clears the down flag when it succeeds."""
+        with self._errors() as driver, driver.session(database=self.database) as session:
+            session.run("RETURN 1").consume()
+        self._down = False
 
     def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
@@ -341,9 +374,19 @@ class Neo4jGraphStore:
             "vector": [float(x) for x in q / norm],
             **fparams,
         }
-        hits = self._read(
-            vector_search_tx, params=params, where=where, k=int(k), dimension=self.dimension
+        # The filters' values belong in the key: tags_any=["rare"] and ["common"]
+        # share their Cypher but not their pass rates.
+        key = (tenant, tuple(sorted(params["namespaces"])), json.dumps(fparams, sort_keys=True))
+        hits, rate = self._read(
+            vector_search_tx,
+            params=params,
+            where=where,
+            k=int(k),
+            dimension=self.dimension,
+            pass_rate=self._pass_rates.get(key),
         )
+        if rate is not None:
+            self._pass_rates.put(key, rate)
         return [Scored(cid, score) for cid, score in hits]
 
     def text_search(
@@ -392,22 +435,26 @@ class Neo4jGraphStore:
         ]
 
     def outbox_ack(self, seqs: Sequence[int]) -> None:
-        if not seqs:
-            return
+        """Idempotent, so large lists go in chunks: a transaction of 100k row updates
+        would outgrow the server's transaction memory limit."""
+        unique = sorted({int(s) for s in seqs})
+        for start in range(0, len(unique), _ACK_CHUNK):
+            self._ack(unique[start : start + _ACK_CHUNK])
 
+    def _ack(self, seqs: list[int]) -> None:
         def work(tx: ManagedTransaction) -> None:
             tx.run(
                 f"UNWIND $seqs AS s MATCH (o:{schema.OUTBOX} {{seq: s}}) WHERE o.acked = false"
                 f" SET o.acked = true, o.acked_at = $now REMOVE o:{schema.PENDING}",
-                seqs=[int(s) for s in seqs],
+                seqs=seqs,
                 now=time.time(),
             ).consume()
+            # Counted from the newest acknowledged row rather than the counter, so
+            # acknowledging never touches the node every writer locks.
             tx.run(
-                f"MATCH (k:{schema.COUNTER} {{name: $name}}) WITH k.value - $keep AS cut"
-                f" MATCH (o:{schema.OUTBOX}) WHERE o.seq <= cut AND o.acked = true"
+                f"MATCH (o:{schema.OUTBOX}) WHERE o.seq <= $cut AND o.acked = true"
                 " WITH o LIMIT $chunk DELETE o",
-                name=schema.COUNTER_NAME,
-                keep=_KEEP_ACKED,
+                cut=seqs[-1] - _KEEP_ACKED,
                 chunk=_DELETE_CHUNK,
             ).consume()
 
@@ -420,14 +467,11 @@ class Neo4jGraphStore:
         a server restart fails, and the retry gets a fresh one."""
         for attempt in (1, 2):
             try:
-                with (
-                    self._errors() as driver,
-                    driver.session(database=self.database) as session,
-                ):
-                    session.run("RETURN 1").consume()
+                self._probe()
                 break
             except Unavailable:
                 if attempt == 2 or self._driver is None:
+                    self._down = True
                     raise
         self._ensure_schema()
 
@@ -435,6 +479,35 @@ class Neo4jGraphStore:
         driver, self._driver = self._driver, None
         if driver is not None:
             driver.close()
+
+
+class _RateMemo:
+    """Share of vector-index hits that passed, per search scope; small and bounded.
+
+    An estimate only: a wrong value costs one more index round, never a wrong
+    result. Guarded by a lock because FastAPI runs searches on many threads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._rates: OrderedDict[tuple[str, tuple[str, ...], str], float] = OrderedDict()
+
+    def get(self, key: tuple[str, tuple[str, ...], str]) -> float | None:
+        with self._lock:
+            rate = self._rates.get(key)
+            if rate is not None:
+                self._rates.move_to_end(key)
+            return rate
+
+    def put(self, key: tuple[str, tuple[str, ...], str], rate: float) -> None:
+        with self._lock:
+            old = self._rates.get(key)
+            # Smoothed, so one odd query does not swing the next one's k'.
+            self._rates[key] = rate if old is None else (old + rate) / 2
+            self._rates.move_to_end(key)
+            while len(self._rates) > self._size:
+                self._rates.popitem(last=False)
 
 
 def _namespace_key(tenant: str, name: str) -> str:

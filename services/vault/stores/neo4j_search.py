@@ -4,20 +4,24 @@ Vector search. Neo4j 5.26's vector index (HNSW over every tenant's searchable
 cubes) cannot filter before it searches, so a query for one tenant's namespaces
 is answered one of two ways, chosen per query:
 
-* **Exact scan** when the filtered candidate set is small: a bounded count
-  (``LIMIT SCAN_MAX + 1`` over the (tenant, namespace, is_current) index, so it
-  never costs more than SCAN_MAX rows) says how many cubes pass the tenant,
-  namespace, current, searchable and filter conditions; at most SCAN_MAX of them
-  are scored with ``vector.similarity.cosine``. Results equal brute force.
-  Selective filters on a large namespace land here too, which is where
-  over-fetching would need the most rounds.
+* **Exact scan** when the namespaces are small: a bounded count (``LIMIT
+  SCAN_MAX + 1`` over the (tenant, namespace, is_current) index, so it never
+  reads more than SCAN_MAX + 1 index entries) says how many current, searchable
+  vectors the caller's namespaces hold; if at most SCAN_MAX, those passing the
+  filters are scored with ``vector.similarity.cosine``. Results equal brute force.
 * **Index with over-fetch** otherwise: ask ``db.index.vector.queryNodes`` for
-  k' = max(2k, k + 64) neighbours, keep those that pass the conditions and
-  rescore them exactly (the index's scores come from quantised vectors); while
-  fewer than k survive and the index returned all k' it was asked for, grow k'
-  fourfold. Past INDEX_MAX the remaining cost of the index would exceed a scan,
-  so the scan (unbounded) answers. Results are approximate (HNSW recall), which
-  bench/search_scale.py measures; the scores are exact cosines.
+  k' neighbours, keep those that pass the tenant, namespace, state and filter
+  conditions and rescore them exactly (the index's own scores come from
+  quantised vectors). k' is the beam width of the HNSW search, and its cost
+  grows with it (about 10 ms at k'=10, 25 ms at 100, 45 ms at 264 on 144k
+  vectors here), so k' comes from the pass rate seen by the previous search of
+  the same scope and filters (1.2 k / rate + 16), or 2k the first time. While
+  fewer than k survive and the index returned all k' it was asked for, ask
+  again for enough at the pass rate seen (at least twice as many). Past
+  INDEX_MAX so few candidates pass (a selective filter, or a tenant that is a
+  small share of a large shared index) that a scan of the namespaces is
+  cheaper, and exact. Results of the index path are
+  approximate (HNSW recall, measured by the benchmark); scores are exact cosines.
 
 Neo4j's cosine scores are (1 + cos) / 2; the port promises cosine, so they are
 mapped back with 2s - 1.
@@ -28,11 +32,13 @@ query requires one of the caller's scope tokens with a boost of 0, so other
 tenants' matches never crowd the top hits out and BM25 scores are unchanged.
 Cypher then re-checks tenant, namespace, state and filters (the authority; the
 tokens are only a pre-filter). Without filters one round of k suffices; with
-filters the limit grows eightfold until k survive or every match was ranked.
+filters the limit grows with the pass rate seen until k survive or every match
+was ranked.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from neo4j import ManagedTransaction
@@ -40,7 +46,9 @@ from neo4j import ManagedTransaction
 from services.vault.stores.neo4j_queries import scope_cypher
 from services.vault.stores.neo4j_schema import CUBE, TEXT_INDEX, vector_index, vector_label
 
-SCAN_MAX = 4096  # candidates scored exactly when no more than this many pass the filters
+# Scoring a node in Cypher costs ~20 us (reading its float32[384]), so a scan of
+# SCAN_MAX nodes costs about one vector-index query at 100k vectors.
+SCAN_MAX = 1024  # namespaces with at most this many searchable vectors are scanned
 INDEX_MAX = 16_384  # largest k' asked of the vector index before falling back to a scan
 TEXT_FIRST_ROUND = 256  # keyword candidates ranked in the first round when filters apply
 TEXT_LAST_ROUND = 32_768  # past this, rank every match at once
@@ -50,23 +58,48 @@ def _cos(score: float) -> float:
     return 2.0 * float(score) - 1.0
 
 
+def first_round(k: int, pass_rate: float | None) -> int:
+    """How many neighbours to ask the index for first.
+
+    HNSW cost grows with the number asked (it is the search's beam width), so
+    the store remembers the share of index hits that passed for the same scope
+    and filters last time and asks for just enough, with a margin; without
+    history, twice k.
+    """
+    if pass_rate is None:
+        return max(2 * k, k + 64)
+    return max(k + 16, math.ceil(1.2 * k / max(pass_rate, 1e-6)) + 16)
+
+
 def vector_search_tx(
-    tx: ManagedTransaction, params: dict[str, Any], where: str, k: int, dimension: int
-) -> list[tuple[str, float]]:
-    """``params`` holds tenant, namespaces, vector and the filters' parameters;
-    ``where`` is the filters' Cypher (`` AND ...`` on ``c``, or empty)."""
-    cond = f"{scope_cypher('c')} AND c:{vector_label(dimension)}{where}"
+    tx: ManagedTransaction,
+    params: dict[str, Any],
+    where: str,
+    k: int,
+    dimension: int,
+    pass_rate: float | None = None,
+) -> tuple[list[tuple[str, float]], float | None]:
+    """Top ``k`` and the pass rate observed in the index (None when it was not used).
+
+    ``params`` holds tenant, namespaces, vector and the filters' parameters;
+    ``where`` is the filters' Cypher (`` AND ...`` on ``c``, or empty).
+    """
+    scope = f"{scope_cypher('c')} AND c:{vector_label(dimension)}"
+    cond = scope + where
+    # The count ignores the filters on purpose: with them, a selective filter on a
+    # large namespace would make this bounded count read every node.
     count = tx.run(
-        f"MATCH (c:{CUBE}) WHERE {cond} WITH c LIMIT $cap RETURN count(c) AS n",
+        f"MATCH (c:{CUBE}) WHERE {scope} WITH c LIMIT $cap RETURN count(c) AS n",
         params,
         cap=SCAN_MAX + 1,
     ).single()
     n = 0 if count is None else int(count["n"])
     if n == 0:
-        return []
+        return [], None
     if n <= SCAN_MAX:
-        return _scan(tx, params, cond, k)
-    kk = max(2 * k, k + 64)
+        return _scan(tx, params, cond, k), None
+    kk = first_round(k, pass_rate)
+    rate: float | None = None
     while kk <= INDEX_MAX:
         row = tx.run(
             "CALL db.index.vector.queryNodes($index, $kk, $vector) YIELD node"
@@ -78,12 +111,23 @@ def vector_search_tx(
             kk=kk,
         ).single()
         if row is None:
-            return []
+            return [], rate
+        fetched = int(row["fetched"])
         hits = sorted(((h[0], _cos(h[1])) for h in row["hits"]), key=lambda h: -h[1])
-        if len(hits) >= k or int(row["fetched"]) < kk:
-            return hits[:k]
-        kk *= 4
-    return _scan(tx, params, cond, k)
+        if fetched:
+            rate = len(hits) / fetched
+        if len(hits) >= k or fetched < kk:
+            return hits[:k], rate
+        kk = next_round(kk, k, fetched, len(hits))
+    # So few pass that the index would have to return most of itself.
+    return _scan(tx, params, cond, k), rate
+
+
+def next_round(asked: int, k: int, fetched: int, kept: int) -> int:
+    """The next candidate count: enough for ``k`` at the pass rate seen so far, with
+    a margin, and at least twice the last one (the rate is an estimate)."""
+    rate = max(kept, 1) / max(fetched, 1)
+    return max(2 * asked, math.ceil(1.5 * k / rate))
 
 
 def _scan(
@@ -125,6 +169,9 @@ def text_search_tx(
         if row is None:
             return []
         hits = [(h[0], float(h[1])) for h in row["hits"]]
-        if len(hits) >= k or limit is None or int(row["fetched"]) < limit:
+        fetched = int(row["fetched"])
+        if len(hits) >= k or limit is None or fetched < limit:
             return hits[:k]
-        limit = limit * 8 if limit * 8 <= TEXT_LAST_ROUND else None
+        limit = next_round(limit, k, fetched, len(hits))
+        if limit > TEXT_LAST_ROUND:
+            limit = None

@@ -13,8 +13,9 @@ Order inside the transaction, and why:
 2. Re-read the stored versions of every updated id, now that the lock is held:
    a writer that lost the race sees the winner's committed version and gets a
    Conflict, as does a version of an id that another tenant owns.
-3. Create the new version nodes; the unique ``ref`` constraint turns a
-   duplicate (id, version) into a ConstraintError, which fails the whole batch.
+3. Create the new version nodes with their vectors; the unique ``ref``
+   constraint turns a duplicate (id, version) into a ConstraintError, which
+   fails the whole batch.
 4. Edges, between version nodes of one tenant.
 5. Outbox rows last: the counter node's lock is held from the increment to the
    commit, so sequence numbers are handed out in commit order, and holding it
@@ -44,6 +45,8 @@ from shared.errors import BadRequest, Conflict, Unavailable
 from shared.ports.graph import CubeWrite, WriteBatch
 from shared.schemas.memcube import EdgeKind
 
+ROWS_PER_STATEMENT = 1000
+
 
 def supersede_query(label: str) -> str:
     # Removing the vector label and the text takes the version out of both indexes;
@@ -61,13 +64,13 @@ VERSIONS = (
     " RETURN r.id AS id, collect(DISTINCT c.tenant) AS tenants, max(c.version) AS top"
 )
 
-CREATE_CUBES = f"UNWIND $rows AS r CREATE (c:{CUBE}) SET c = r"
 
-
-def set_vectors_query(label: str) -> str:
-    # db.create.setNodeVectorProperty stores float32, half the size of a Cypher float list.
+def create_cubes_query(label: str) -> str:
+    # db.create.setNodeVectorProperty stores float32, half the size of a Cypher float
+    # list; the label that puts the node in the vector index goes on searchable ones.
     return (
-        f"UNWIND $rows AS r MATCH (c:{CUBE} {{ref: r.ref}}) WHERE c.tenant = r.tenant"
+        f"UNWIND $rows AS r CREATE (c:{CUBE}) SET c = r.props"
+        " WITH c, r WHERE r.vector IS NOT NULL"
         " CALL db.create.setNodeVectorProperty(c, 'embedding', r.vector)"
         f" WITH c, r WHERE r.searchable SET c:{label}"
     )
@@ -106,8 +109,7 @@ class Plan:
     label: str = ""  # the vector label of the store's dimension
     supersede: list[dict[str, Any]] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
-    cubes: list[dict[str, Any]] = field(default_factory=list)
-    vectors: list[dict[str, Any]] = field(default_factory=list)
+    cubes: list[dict[str, Any]] = field(default_factory=list)  # props, vector, searchable
     edges: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -172,17 +174,10 @@ def plan_batch(batch: WriteBatch, dimension: int) -> Plan:
         if searchable and text:
             props["index_text"] = text
             props["scope"] = scope_value(c.tenant, c.namespace)
-        plan.cubes.append(props)
         vec = _vector(cw, dimension)
-        if vec is not None:
-            plan.vectors.append(
-                {
-                    "ref": c.ref,
-                    "tenant": c.tenant,
-                    "searchable": searchable,
-                    "vector": vec,
-                }
-            )
+        plan.cubes.append(
+            {"props": props, "vector": vec, "searchable": searchable and vec is not None}
+        )
         if c.version > 1 and current:
             plan.updates.append({"id": c.id, "tenant": c.tenant, "version": c.version})
             # Older versions stop being current even if the caller forgot to say so.
@@ -219,16 +214,21 @@ def write_batch(tx: ManagedTransaction, plan: Plan) -> None:
         tx.run(supersede_query(plan.label), rows=plan.supersede).consume()
     if plan.updates:
         _check_versions(tx, plan.updates)
-    if plan.cubes:
-        tx.run(CREATE_CUBES, rows=plan.cubes).consume()
-    if plan.vectors:
-        tx.run(set_vectors_query(plan.label), rows=plan.vectors).consume()
+    # Large batches go in several statements of one transaction: the parameters of
+    # a statement stay in server memory while it runs, and 10k rows with 384-d
+    # vectors at once would approach the server's transaction memory limit.
+    for rows in _chunks(plan.cubes):
+        tx.run(create_cubes_query(plan.label), rows=rows).consume()
     if plan.edges:
         _write_edges(tx, plan.edges)
-    if plan.events:
-        row = tx.run(APPEND_OUTBOX, name=COUNTER_NAME, events=plan.events).single()
-        if row is None or row["n"] != len(plan.events):
+    for events in _chunks(plan.events):
+        row = tx.run(APPEND_OUTBOX, name=COUNTER_NAME, events=events).single()
+        if row is None or row["n"] != len(events):
             raise Unavailable("neo4j: the outbox counter is missing; was the schema created?")
+
+
+def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [rows[i : i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
 
 
 def _check_versions(tx: ManagedTransaction, updates: list[dict[str, Any]]) -> None:
