@@ -25,8 +25,10 @@ to recent memories.
 from __future__ import annotations
 
 import calendar
+import contextvars
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -131,6 +133,12 @@ class Retriever:
         self._store = store
         self._embedder = embedder
         self._cfg = cfg
+        # Keyword search runs beside query embedding + vector search: SQLite, ONNX
+        # Runtime/torch and numpy all release the GIL, so the two overlap on two cores.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieve")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
     @traced("vault.retrieve")
     def search(
@@ -144,9 +152,13 @@ class Retriever:
     ) -> list[tuple[MemCube, float]]:
         cfg = self._cfg
         n = max(cfg.candidates, top_k * 3)
+        ctx = contextvars.copy_context()  # keeps the trace: worker spans join this one
+        keyword_job = self._pool.submit(
+            ctx.run, self._store.text_search, tenant, namespaces, query, n, filters
+        )
         vector = self._embedder.encode([query])[0]
         dense = self._store.vector_search(tenant, namespaces, vector, n, filters)
-        keyword = self._store.text_search(tenant, namespaces, query, n, filters)
+        keyword = keyword_job.result()
         lists: list[tuple[float, Sequence[Scored]]] = [
             (cfg.dense_weight, dense),
             (cfg.keyword_weight, keyword),

@@ -90,6 +90,7 @@ class Vault:
 
     def close(self) -> None:
         self.relay.close()
+        self._retriever.close()
 
     def ready(self) -> None:
         self._store.ping()
