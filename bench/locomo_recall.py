@@ -118,7 +118,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--preset", choices=[*PRESETS, "all"], default="default")
-    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--embedder", default="minilm-int8")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()

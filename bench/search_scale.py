@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--embedder", default="minilm-int8")
     args = ap.parse_args()
     rng = random.Random(7)
     print(f"embedder={args.embedder} rounds={args.rounds} queries/round={args.queries}")

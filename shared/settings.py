@@ -102,10 +102,12 @@ class BusSettings(_Group):
 
 
 class EmbedderSettings(_Group):
-    """Text embeddings. ``minilm`` is all-MiniLM-L6-v2 shipped on PyPI;
-    ``hashing`` is a dependency-free feature-hashing embedder for unit tests."""
+    """Text embeddings: all-MiniLM-L6-v2 from PyPI, as int8 ONNX (``minilm-int8``,
+    default: several times faster per query on a CPU for about one point of LoCoMo
+    recall, see docs/benchmarks.md) or on torch (``minilm``); ``hashing`` is a
+    dependency-free feature-hashing embedder for unit tests."""
 
-    backend: str = "minilm"
+    backend: str = "minilm-int8"
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "cpu"
     threads: int = Field(default=0, ge=0, le=256, description="0 = torch default")
