@@ -13,6 +13,7 @@ from services.vault.stores.sqlite_vectors import (
     VectorCache,
     VectorRow,
     search_snapshots,
+    top_k_indices,
 )
 
 pytestmark = pytest.mark.unit
@@ -135,3 +136,17 @@ def test_cache_applies_only_to_loaded_namespaces() -> None:
     assert {cid for cid, _ in hits} == {"c2", "c3"}
     cache.clear()
     assert not cache.is_loaded("t", "ns")
+
+
+@pytest.mark.parametrize("n, k", [(5, 10), (100, 3), (50_000, 1), (50_000, 10), (50_000, 500)])
+def test_top_k_indices_is_exact(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    for dupes in (False, True):
+        scores = rng.standard_normal(n).astype(np.float32)
+        if dupes:
+            scores = np.round(scores, 1)  # many ties
+            scores[: n // 2] = -np.inf
+        got = top_k_indices(scores, k)
+        want = np.sort(scores)[::-1][: min(k, n)]
+        assert np.array_equal(scores[got], want)
+        assert len(set(got.tolist())) == len(got)
