@@ -13,6 +13,8 @@ SERVICES: dict[str, str] = {
     "embedded": "services.embedded:serve",
     "interface": "services.interface.main:serve",
     "vault": "services.vault.main:serve",
+    "scheduler": "services.scheduler.main:serve",
+    "governance": "services.governance.main:serve",
 }
 
 

@@ -171,6 +171,54 @@ class VaultClientSettings(_Group):
     )
 
 
+_APP_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # it prefixes Kafka topic and group names
+
+
+class SchedulerSettings(_Group):
+    """The scheduler's stream processor (distributed mode: a faust app on Kafka).
+
+    ``app_id`` is its consumer group and the prefix of its internal topics (the
+    usage table's changelog, the lifecycle repartition topic): changing it starts
+    from empty state. ``web_port`` serves ``GET /usage/{cube_id}`` and ``/stats``.
+    """
+
+    app_id: str = Field(default="memgrid-scheduler", pattern=_APP_ID)
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="events handled per step (one table write per cube)",
+    )
+    batch_within_s: float = Field(
+        default=0.05, gt=0, le=10, description="longest wait to fill a batch (adds to latency)"
+    )
+    recent_event_ids: int = Field(
+        default=8, ge=1, le=1024, description="event ids remembered per cube for dedupe"
+    )
+    max_tracked_members: int = Field(
+        default=256, ge=1, le=100_000, description="distinct principals/sessions kept per cube"
+    )
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=10_000, description="broker long-poll wait of the consumer"
+    )
+
+
+class GovernanceSettings(_Group):
+    """The governance service: audit subscriber over every memory.* topic.
+
+    The audit log is ``$DATA_DIR/governance/audit.jsonl`` (append-only, one line
+    per event id). ``fsync`` makes every batch durable before its offsets are
+    committed; turning it off trades durability after a power loss for speed.
+    """
+
+    app_id: str = Field(default="memgrid-governance", pattern=_APP_ID)
+    web_port: int = Field(default=6067, ge=1, le=65535)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    batch_within_s: float = Field(default=0.2, gt=0, le=10)
+    fsync: bool = True
+
+
 class Settings(BaseSettings):
     """Root of the tree. Build it once per process and pass it down."""
 
@@ -201,6 +249,8 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     extractor: ExtractorSettings = ExtractorSettings()
     vault: VaultClientSettings = VaultClientSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    governance: GovernanceSettings = GovernanceSettings()
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -1,0 +1,96 @@
+"""The governance audit subscriber as a faust app on Kafka (distributed mode).
+
+One agent, in its own consumer group (``governance.app_id``), reads every fact
+topic (memory.*) in batches and appends each event to the audit log
+(services.governance.audit); the batch is acknowledged only after the append
+returned, i.e. after the lines are fsynced, so a committed offset never points
+past an event missing from the log. A message that is not a valid envelope
+goes to the dead-letter topic with the error.
+
+Web (faust's server on ``governance.web_port``): ``GET /healthz``,
+``GET /stats/audit`` (entries, path).
+
+One worker per audit log: the log is a local file, so the app is meant to run
+as a single process (several workers would each hold part of the partitions
+and write their own file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from services.governance.audit import AuditEntry, AuditLog
+from shared.faust_worker import abort_worker, send_dead_letter
+from shared.schemas.events import EventEnvelope
+from shared.settings import Settings
+from shared.streams import event_topic, make_faust_app
+from shared.topics import FACT_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+def audit_path(settings: Settings) -> Path:
+    return settings.data_dir / "governance" / "audit.jsonl"
+
+
+@dataclass
+class GovernanceStream:
+    app: faust.App
+    audit: AuditLog
+
+
+def create_app(settings: Settings) -> GovernanceStream:
+    cfg = settings.governance
+    app = make_faust_app(cfg.app_id, settings, web_port=cfg.web_port)
+    audit = AuditLog(audit_path(settings), fsync=cfg.fsync)
+    facts = app.topic(
+        *(spec.name for spec in FACT_TOPICS),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dead_letters = event_topic(app, settings.bus.dead_letter_topic, settings.bus)
+    counters = {"received": 0, "appended": 0, "dead_lettered": 0}
+
+    async def dead_letter(event: Any, error: BaseException) -> None:
+        await send_dead_letter(dead_letters, event, error, group=cfg.app_id)
+        counters["dead_lettered"] += 1
+
+    @app.agent(facts, name="audit")
+    async def audit_events(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
+            entries = []
+            for event in events:
+                try:
+                    envelope = EventEnvelope.model_validate_json(event.value)
+                except (ValidationError, ValueError, TypeError) as exc:
+                    await dead_letter(event, exc)
+                    continue
+                entries.append(AuditEntry(event.message.topic, envelope))
+            try:
+                # File I/O and fsync off the event loop, so heartbeats go on.
+                written = await loop.run_in_executor(None, audit.append, entries)
+            except Exception as exc:
+                # The log cannot be written (disk full, permissions): stop rather
+                # than acknowledge events that are not in it; a restart retries.
+                log.exception("%s: cannot append to %s; stopping", cfg.app_id, audit.path)
+                abort_worker(exc)
+            counters["received"] += len(events)
+            counters["appended"] += written
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/stats/audit")
+    async def audit_stats(web: Any, request: Any) -> Any:
+        return web.json({**counters, "entries": len(audit), "path": str(audit.path)})
+
+    return GovernanceStream(app, audit)
