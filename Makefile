@@ -8,12 +8,13 @@ STAMP_RUN := $(VENV)/.stamp-run
 STAMP_TEST := $(VENV)/.stamp-test
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit contract integration e2e bench clean help
+.PHONY: run test lint unit contract integration e2e bench clean help run-distributed down
 
 help:
 	@echo "make run    - install and start memgrid (embedded) on http://127.0.0.1:$${MEMGRID_PORT:-8080}"
 	@echo "make test   - install test dependencies and run lint + the whole test suite"
 	@echo "make lint   - ruff and mypy"
+	@echo "make run-distributed - Kafka, Neo4j, MinIO and one process per service (make down stops them)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,19 @@ test: lint
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/search_scale.py
 	$(BIN)/python bench/locomo_recall.py
+
+# Distributed mode on this machine: infra servers, then vault, scheduler, governance
+# and interface as separate processes (infra/local/distributed.py; docs/deploy.md).
+# DIST_ARGS passes options, e.g. DIST_ARGS="--embedder hashing --interface-port 18080".
+run-distributed: $(STAMP_RUN)
+	$(BIN)/python infra/local/distributed.py up $(DIST_ARGS)
+
+# Stops the services, then the infra servers (standard library only: no venv needed).
+down:
+	python3 infra/local/distributed.py down $(DIST_DOWN_ARGS)
+
+e2e: $(STAMP_TEST)
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .memgrid .pytest_cache .mypy_cache .ruff_cache
