@@ -22,13 +22,13 @@ from datetime import datetime
 import numpy as np
 
 from services.vault.stores import sqlite_records as records
+from services.vault.stores.sqlite_keywords import KeywordCache, KeywordRow, build_space, tokenize
 from services.vault.stores.sqlite_query import (
     epoch,
     filter_sql,
-    fts_match,
     has_row_filters,
-    keyword_search,
     placeholders,
+    query_terms,
     scope_sql,
 )
 from services.vault.stores.sqlite_schema import connect, migrate
@@ -72,6 +72,7 @@ class SqliteGraphStore:
         self.dimension = dimension
         self._lock = threading.RLock()
         self._vectors = VectorCache(dimension)
+        self._keywords = KeywordCache()
         try:
             conn = connect(path)
             migrate(conn, dimension)
@@ -122,6 +123,7 @@ class SqliteGraphStore:
         if version != self._data_version:
             self._data_version = version
             self._vectors.clear()
+            self._keywords.clear()
 
     # --- tenants, namespaces, keys ------------------------------------------------
 
@@ -158,9 +160,10 @@ class SqliteGraphStore:
         prepared = prepare(batch.cubes, self.dimension)
         with self._lock:
             with self._tx() as conn:
-                removed, added = write_batch(conn, batch, prepared)
-            # Still under the lock: the cache changes before anyone can read the rows.
+                removed, added, words = write_batch(conn, batch, prepared)
+            # Still under the lock: the caches change before anyone can read the rows.
             self._vectors.apply(removed, added)
+            self._keywords.apply(removed, words)
 
     # --- reads ---------------------------------------------------------------------
 
@@ -225,7 +228,6 @@ class SqliteGraphStore:
             return []
         q = q / norm
         spaces = list(dict.fromkeys(namespaces))
-        allowed = None
         with self._db() as conn:
             self._sync_external(conn)
             for ns in spaces:
@@ -233,14 +235,7 @@ class SqliteGraphStore:
                     space = self._load_space(conn, tenant, ns)
                     if space is not None:
                         self._vectors.install(tenant, ns, space)
-            if has_row_filters(filters):
-                scope, params = scope_sql(tenant, spaces)
-                fsql, fparams = filter_sql(filters, include_columns=False)
-                cur = conn.execute(
-                    f"SELECT c.rid FROM cubes c WHERE {scope}{fsql} ORDER BY c.rid",
-                    [*params, *fparams],
-                )
-                allowed = np.fromiter((r[0] for r in cur), dtype=np.int64)
+            allowed = _allowed_rids(conn, tenant, spaces, filters)
             snaps = self._vectors.snapshots(tenant, spaces)
         hits = search_snapshots(snaps, q, k, _column_filter(filters, allowed))
         return [Scored(cid, score) for cid, score in hits]
@@ -277,12 +272,47 @@ class SqliteGraphStore:
         k: int,
         filters: SearchFilters | None = None,
     ) -> list[Scored]:
-        match = fts_match(query)
-        if match is None or k <= 0 or not namespaces:
+        # Each query word stemmed as FTS5 would; no dedup after stemming, as FTS5
+        # sums one BM25 term per OR-ed phrase.
+        terms = [t for w in query_terms(query) for t in tokenize(w)]
+        if not terms or k <= 0 or not namespaces:
             return []
+        spaces = list(dict.fromkeys(namespaces))
         with self._db() as conn:
-            hits = keyword_search(conn, match, tenant, list(dict.fromkeys(namespaces)), k, filters)
+            self._sync_external(conn)
+            for ns in spaces:
+                if not self._keywords.is_loaded(tenant, ns):
+                    rows = self._keyword_rows(conn, tenant, ns)
+                    if rows:  # an unknown namespace must not cost memory per guess
+                        self._keywords.install(tenant, ns, build_space(rows))
+            allowed = _allowed_rids(conn, tenant, spaces, filters)
+        # Outside the store lock: the keyword cache has its own, so a query does
+        # not hold up the vector search running beside it.
+        hits = self._keywords.search(tenant, spaces, terms, k, _column_filter(filters, allowed))
         return [Scored(cid, score) for cid, score in hits]
+
+    @staticmethod
+    def _keyword_rows(conn: sqlite3.Connection, tenant: str, namespace: str) -> list[KeywordRow]:
+        cur = conn.execute(
+            "SELECT c.rid, c.id, c.semantic_type, c.origin, c.event_time, f.text"
+            " FROM cubes c JOIN cube_fts f ON f.rowid = c.rid"
+            " WHERE c.tenant = ? AND c.namespace = ? AND c.is_current = 1 AND c.searchable = 1"
+            " ORDER BY c.rid",
+            (tenant, namespace),
+        )
+        return [
+            KeywordRow(
+                rid,
+                cid,
+                tenant,
+                namespace,
+                text,
+                SEMANTIC_CODES.get(sem, -1),
+                ORIGIN_CODES.get(origin, -1),
+                np.nan if etime is None else etime,
+            )
+            for rid, cid, sem, origin, etime, text in cur
+        ]
 
     def due_for_expiry(self, now: datetime, limit: int = 1000) -> list[MemCube]:
         with self._db() as conn:
@@ -333,6 +363,21 @@ class SqliteGraphStore:
                 finally:
                     self._conn = None
                     self._vectors.clear()
+                    self._keywords.clear()
+
+
+def _allowed_rids(
+    conn: sqlite3.Connection, tenant: str, spaces: list[str], filters: SearchFilters | None
+) -> np.ndarray | None:
+    """Sorted rids passing the filters only SQL can check (tags, metadata); None: no such."""
+    if not has_row_filters(filters):
+        return None
+    scope, params = scope_sql(tenant, spaces)
+    fsql, fparams = filter_sql(filters, include_columns=False)
+    cur = conn.execute(
+        f"SELECT c.rid FROM cubes c WHERE {scope}{fsql} ORDER BY c.rid", [*params, *fparams]
+    )
+    return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
 
 def _column_filter(f: SearchFilters | None, allowed: np.ndarray | None) -> ColumnFilter:

@@ -1,4 +1,4 @@
-"""The SQLite store's search SQL: filters, safe FTS5 queries, keyword search.
+"""The SQLite store's search SQL: filters, query words, safe FTS5 queries.
 
 Nothing here interpolates a value into SQL: fragments carry ``?`` placeholders
 and their parameters travel beside them.
@@ -6,9 +6,7 @@ and their parameters travel beside them.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,8 +15,6 @@ from shared.schemas.api import SearchFilters
 
 MAX_QUERY_TERMS = 32
 MAX_TERM_CHARS = 64
-FIRST_ROUND = 256  # keyword candidates ranked before the tenant and filters apply
-LAST_ROUND = 32_768  # beyond this many candidates, rank every match at once
 
 # Words too common to help ranking. BM25 already down-weights them, but ORing them
 # in makes nearly every document a candidate, which is slow and adds noise.
@@ -166,48 +162,3 @@ def _metadata_condition(alias: str, key: str, value: object) -> tuple[str, list[
         f" AND m.type IN ({placeholders(len(types))}))",
         [key, stored, *types],
     )
-
-
-def keyword_search(
-    conn: sqlite3.Connection,
-    match: str,
-    tenant: str,
-    namespaces: Sequence[str],
-    k: int,
-    filters: SearchFilters | None,
-) -> list[tuple[str, float]]:
-    """BM25 top ``k`` (higher is better) among the tenant's current, searchable cubes.
-
-    The FTS index spans every tenant. Ranking the best matches first and then
-    keeping the tenant's ones is several times faster than joining every match
-    to its cube before sorting; when too few survive, the next round ranks
-    eight times as many, and the last round ranks every match.
-    """
-    scope, params = scope_sql(tenant, namespaces)
-    fsql, fparams = filter_sql(filters)
-    keep_sql = (
-        "SELECT c.rid, c.id FROM cubes c WHERE c.rid IN (SELECT value FROM json_each(?))"
-        f" AND {scope}{fsql}"
-    )
-    limit: int | None = max(FIRST_ROUND, 4 * k) if 4 * k <= LAST_ROUND else None
-    while True:
-        if limit is None:
-            ranked = conn.execute(
-                "SELECT rowid, bm25(cube_fts) AS s FROM cube_fts WHERE cube_fts MATCH ? ORDER BY s",
-                (match,),
-            ).fetchall()
-        else:
-            ranked = conn.execute(
-                "SELECT rowid, bm25(cube_fts) AS s FROM cube_fts WHERE cube_fts MATCH ?"
-                " ORDER BY s LIMIT ?",
-                (match, limit),
-            ).fetchall()
-        if not ranked:
-            return []
-        rids = json.dumps([r[0] for r in ranked])
-        keep = dict(conn.execute(keep_sql, [rids, *params, *fparams]).fetchall())
-        # bm25() is lower-is-better; the port promises higher-is-better.
-        hits = [(keep[rid], -float(s)) for rid, s in ranked if rid in keep][:k]
-        if len(hits) >= k or limit is None or len(ranked) < limit:
-            return hits
-        limit = limit * 8 if limit * 8 <= LAST_ROUND else None

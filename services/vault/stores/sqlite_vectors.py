@@ -84,27 +84,7 @@ class Snapshot:
 
     def mask(self, f: ColumnFilter) -> np.ndarray | None:
         """Rows that pass ``f`` and are valid; None when every row does."""
-        if f.empty and self.valid is None:
-            return None
-        m = np.ones(self.n, dtype=bool) if self.valid is None else self.valid.copy()
-        if f.semantic_types is not None:
-            m &= _lookup(f.semantic_types)[self.sem.view(np.uint8)]
-        if f.origins is not None:
-            m &= _lookup(f.origins)[self.origin.view(np.uint8)]
-        # NaN compares False, so cubes without an event time fail any time bound.
-        if f.time_from is not None:
-            m &= self.etime >= f.time_from
-        if f.time_to is not None:
-            m &= self.etime <= f.time_to
-        if f.allowed_rids is not None:
-            allowed = np.zeros(self.n, dtype=bool)
-            if f.allowed_rids.size and self.n:
-                pos = np.searchsorted(self.rids, f.allowed_rids)
-                inside = pos < self.n
-                pos = pos[inside]
-                allowed[pos[self.rids[pos] == f.allowed_rids[inside]]] = True
-            m &= allowed
-        return m
+        return column_mask(self.n, self.valid, self.rids, self.sem, self.origin, self.etime, f)
 
     def search(self, q: np.ndarray, k: int, f: ColumnFilter) -> list[tuple[str, float]]:
         if self.n == 0 or k <= 0:
@@ -139,6 +119,42 @@ class Snapshot:
                 break
             out.append((self.ids[int(rows[i]) if rows is not None else int(i)], s))
         return out
+
+
+def column_mask(
+    n: int,
+    valid: np.ndarray | None,
+    rids: np.ndarray,
+    sem: np.ndarray,
+    origin: np.ndarray,
+    etime: np.ndarray,
+    f: ColumnFilter,
+) -> np.ndarray | None:
+    """Rows that pass ``f`` and are valid; None when every row does.
+
+    Shared by the vector and the keyword caches, which keep the same columns.
+    """
+    if f.empty and valid is None:
+        return None
+    m = np.ones(n, dtype=bool) if valid is None else valid.copy()
+    if f.semantic_types is not None:
+        m &= _lookup(f.semantic_types)[sem.view(np.uint8)]
+    if f.origins is not None:
+        m &= _lookup(f.origins)[origin.view(np.uint8)]
+    # NaN compares False, so cubes without an event time fail any time bound.
+    if f.time_from is not None:
+        m &= etime >= f.time_from
+    if f.time_to is not None:
+        m &= etime <= f.time_to
+    if f.allowed_rids is not None:
+        allowed = np.zeros(n, dtype=bool)
+        if f.allowed_rids.size and n:
+            pos = np.searchsorted(rids, f.allowed_rids)
+            inside = pos < n
+            pos = pos[inside]
+            allowed[pos[rids[pos] == f.allowed_rids[inside]]] = True
+        m &= allowed
+    return m
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:

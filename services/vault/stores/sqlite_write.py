@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.vault.stores import sqlite_records as records
+from services.vault.stores.sqlite_keywords import KeywordRow
 from services.vault.stores.sqlite_query import epoch, meta_value
 from services.vault.stores.sqlite_vectors import ORIGIN_CODES, SEMANTIC_CODES, VectorRow
 from shared.errors import Conflict
@@ -89,9 +90,9 @@ def _prepare_one(cw: CubeWrite, vector: np.ndarray | None) -> Prepared:
 
 def write_batch(
     conn: sqlite3.Connection, batch: WriteBatch, prepared: list[Prepared]
-) -> tuple[set[str], list[VectorRow]]:
+) -> tuple[set[str], list[VectorRow], list[KeywordRow]]:
     """Runs inside a transaction. Returns (cube ids whose cached rows are stale,
-    new vector-searchable rows)."""
+    new vector-searchable rows, new keyword-searchable rows)."""
     removed: set[str] = set()
     if batch.superseded:
         conn.executemany(
@@ -138,23 +139,26 @@ def write_batch(
             "INSERT INTO outbox (topic, msg_key, event, created_at) VALUES (?, ?, ?, ?)",
             [(e.topic, e.key, e.model_dump_json(), now) for e in batch.events],
         )
-    added = [
-        VectorRow(
-            rid=base + i,
-            cube_id=p.cw.cube.id,
-            tenant=p.cw.cube.tenant,
-            namespace=p.cw.cube.namespace,
-            vector=p.vector,
-            semantic_type=SEMANTIC_CODES[str(p.cw.cube.semantic_type)],
-            origin=ORIGIN_CODES[str(p.cw.cube.origin)],
-            event_time=float("nan")
-            if p.cw.cube.event_time is None
-            else p.cw.cube.event_time.timestamp(),
-        )
-        for i, p in enumerate(prepared)
-        if p.vector is not None
-    ]
-    return removed, added
+    added: list[VectorRow] = []
+    words: list[KeywordRow] = []
+    for i, p in enumerate(prepared):
+        cube = p.cw.cube
+        sem = SEMANTIC_CODES[str(cube.semantic_type)]
+        origin = ORIGIN_CODES[str(cube.origin)]
+        etime = float("nan") if cube.event_time is None else cube.event_time.timestamp()
+        if p.vector is not None:
+            added.append(
+                VectorRow(
+                    base + i, cube.id, cube.tenant, cube.namespace, p.vector, sem, origin, etime
+                )
+            )
+        if p.searchable and p.text:  # the rows cube_fts got above
+            words.append(
+                KeywordRow(
+                    base + i, cube.id, cube.tenant, cube.namespace, p.text, sem, origin, etime
+                )
+            )
+    return removed, added, words
 
 
 def _supersede_older(conn: sqlite3.Connection, updates: list[Prepared], removed: set[str]) -> None:
