@@ -1,9 +1,10 @@
 """Adapters of the shared ports (blobs, events), chosen by the scheme of a settings URL.
 
-Registered today: ``file`` (FileBlobStore) and ``memory`` (MemoryEventBus), the
-embedded defaults. The distributed adapters register ``s3`` and ``kafka`` here
-beside them; each must pass the same contract suite under tests/contract/.
-Factories are ``module:attr`` strings so choosing one imports only its driver.
+Registered: ``file`` (FileBlobStore) and ``memory`` (MemoryEventBus), the
+embedded defaults, and ``s3`` (S3BlobStore, MinIO or any S3 service) and
+``kafka`` (KafkaEventBus) for distributed mode; each passes the same contract
+suite under tests/contract/. Factories are ``module:attr`` strings so choosing
+one imports only its driver (kafka-python, minio: the ``kafka`` and ``s3`` extras).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from shared.settings import BlobSettings, BusSettings
 
 BLOB_STORES = Registry[BlobStore]("blob store")
 BLOB_STORES.register("file", "shared.adapters.blob_fs:FileBlobStore.from_settings")
+BLOB_STORES.register("s3", "shared.adapters.blob_s3:S3BlobStore.from_settings")
 
 EVENT_BUSES = Registry[EventBus]("event bus")
 EVENT_BUSES.register("memory", "shared.adapters.bus_memory:MemoryEventBus.from_settings")
+EVENT_BUSES.register("kafka", "shared.adapters.bus_kafka:KafkaEventBus.from_settings")
 
 
 def create_blob_store(settings: BlobSettings) -> BlobStore:

@@ -4,8 +4,9 @@ Layout mirrors the S3 keys: ``{root}/{tenant}/{namespace}/sha256/{digest}``.
 A blob is written to a temporary file in its final directory, flushed, and
 renamed into place, so a reader never sees a partial blob and a crash leaves at
 most a ``.tmp-*`` file (which ``list`` ignores). Keys are accepted only in the
-exact shape ``put`` produces, which rules out traversal (``..``, absolute paths,
-backslashes) and reads outside the tenant's prefix before any path is built.
+exact shape ``put`` produces (shared.ports.blob.split_blob_key), which rules out
+traversal (``..``, absolute paths, backslashes) and reads outside the tenant's
+prefix before any path is built.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from shared.errors import BadRequest, ConfigError, NotFound, Unavailable
-from shared.ports.blob import BlobRef, blob_key
+from shared.errors import ConfigError, NotFound, Unavailable
+from shared.ports.blob import (
+    BlobRef,
+    blob_key,
+    check_segment,
+    is_digest,
+    is_segment,
+    split_blob_key,
+)
 from shared.settings import BlobSettings
-
-# A tenant or namespace id: one path segment, no dot-only names, no separators.
-_SEGMENT = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._\-]{1,200}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def fs_root(url: str) -> Path:
@@ -38,11 +41,6 @@ def fs_root(url: str) -> Path:
     if not path.startswith("/"):
         raise ConfigError(f"file URL must be file:///absolute/path, got {url!r}")
     return Path(path)
-
-
-def _check_segment(kind: str, value: str) -> None:
-    if not _SEGMENT.match(value):
-        raise BadRequest(f"{kind} {value!r} cannot be used in a blob key")
 
 
 class FileBlobStore:
@@ -59,21 +57,13 @@ class FileBlobStore:
 
     def _path(self, tenant: str, key: str) -> Path:
         """The file of ``key``, or NotFound when the key is not a blob key of ``tenant``."""
-        parts = key.split("/")
-        if (
-            len(parts) != 4
-            or parts[0] != tenant
-            or parts[2] != "sha256"
-            or not _SEGMENT.match(parts[0])
-            or not _SEGMENT.match(parts[1])
-            or not _DIGEST.match(parts[3])
-        ):
+        if split_blob_key(tenant, key) is None:
             raise NotFound(f"blob {key!r} not found", code="blob_not_found")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*key.split("/"))
 
     def put(self, tenant: str, namespace: str, data: bytes) -> BlobRef:
-        _check_segment("tenant", tenant)
-        _check_segment("namespace", namespace)
+        check_segment("tenant", tenant)
+        check_segment("namespace", namespace)
         digest = hashlib.sha256(data).hexdigest()
         key = blob_key(tenant, namespace, digest)
         path = self.root.joinpath(*key.split("/"))
@@ -129,7 +119,7 @@ class FileBlobStore:
     def list(self, tenant: str, prefix: str = "") -> list[BlobRef]:
         """Blobs of ``tenant`` whose key starts with ``prefix`` (a full key prefix,
         e.g. ``"t1/ns1/"``; empty means all of the tenant's), sorted by key."""
-        if not _SEGMENT.match(tenant):
+        if not is_segment(tenant):
             return []
         base = self.root / tenant
         if prefix and not prefix.startswith(f"{tenant}/") and prefix != tenant:
@@ -138,7 +128,7 @@ class FileBlobStore:
         for ns_dir in _subdirs(base):
             for path in _files(ns_dir / "sha256"):
                 key = f"{tenant}/{ns_dir.name}/sha256/{path.name}"
-                if key.startswith(prefix) and _DIGEST.match(path.name):
+                if key.startswith(prefix) and is_digest(path.name):
                     refs.append(BlobRef(key=key, digest=path.name, size=path.stat().st_size))
         return sorted(refs, key=lambda r: r.key)
 

@@ -9,8 +9,18 @@ service (MinIO in distributed mode) works.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from shared.errors import BadRequest
+
+# A tenant or namespace id: one path segment, no dot-only names, no separators.
+# Every adapter accepts keys only in the exact shape ``blob_key`` produces, which
+# rules out traversal (``..``, absolute paths, backslashes) and reads outside the
+# tenant's prefix before any path or object name is built.
+_SEGMENT = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._\-]{1,200}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,37 @@ class BlobRef:
 
 def blob_key(tenant: str, namespace: str, digest: str) -> str:
     return f"{tenant}/{namespace}/sha256/{digest}"
+
+
+def is_segment(value: str) -> bool:
+    """Whether ``value`` may be a tenant or namespace id in a blob key."""
+    return bool(_SEGMENT.match(value))
+
+
+def is_digest(value: str) -> bool:
+    """Whether ``value`` is a lower-case hex sha256 digest."""
+    return bool(_DIGEST.match(value))
+
+
+def check_segment(kind: str, value: str) -> None:
+    """Raises BadRequest when ``value`` (a tenant or namespace id) cannot be used in a key."""
+    if not is_segment(value):
+        raise BadRequest(f"{kind} {value!r} cannot be used in a blob key")
+
+
+def split_blob_key(tenant: str, key: str) -> tuple[str, str] | None:
+    """``(namespace, digest)`` of a well-formed key of ``tenant``, else None."""
+    parts = key.split("/")
+    if (
+        len(parts) != 4
+        or parts[0] != tenant
+        or parts[2] != "sha256"
+        or not _SEGMENT.match(parts[0])
+        or not _SEGMENT.match(parts[1])
+        or not _DIGEST.match(parts[3])
+    ):
+        return None
+    return parts[1], parts[3]
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ See shared/ports/blob.py for the contract itself.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,19 @@ from tests.contract.adapters import AdapterCase, new_id, params
 
 pytestmark = pytest.mark.contract
 
+# The MinIO that infra/local starts (its default root credentials; the same
+# MGINFRA_* variables override both). Tests use random tenants, so one bucket is
+# shared by every run.
+MINIO = BlobSettings(
+    url="s3://memgrid-test",
+    endpoint="127.0.0.1:9000",
+    access_key=os.environ.get("MGINFRA_MINIO_ROOT_USER", "memgrid"),  # type: ignore[arg-type]
+    secret_key=os.environ.get("MGINFRA_MINIO_ROOT_PASSWORD", "memgrid-dev-password"),  # type: ignore[arg-type]
+)
+
 BLOB_STORES: list[AdapterCase[BlobStore]] = [
     AdapterCase("file", lambda tmp: create_blob_store(BlobSettings(url=f"file://{tmp}/blobs"))),
-    # AdapterCase("minio", lambda tmp: create_blob_store(BlobSettings(
-    #     url="s3://memgrid-test", access_key=..., secret_key=...)), requires=("127.0.0.1", 9000)),
+    AdapterCase("minio", lambda tmp: create_blob_store(MINIO), requires=("127.0.0.1", 9000)),
 ]
 
 

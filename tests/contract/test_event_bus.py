@@ -30,7 +30,7 @@ ATTEMPTS = 3
 # Each case gives the bus URL; the fixture adds a fresh dead-letter topic.
 EVENT_BUSES: list[AdapterCase[str]] = [
     AdapterCase("memory", lambda tmp: "memory://"),
-    # AdapterCase("kafka", lambda tmp: "kafka://127.0.0.1:9092", requires=("127.0.0.1", 9092)),
+    AdapterCase("kafka", lambda tmp: "kafka://127.0.0.1:9092", requires=("127.0.0.1", 9092)),
 ]
 
 
