@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run memgrid distributed on this machine: infra servers plus one process per service.
 
-    python3 infra/local/distributed.py up        # infra up, then vault, interface, scheduler, governance
+    python3 infra/local/distributed.py up        # infra up, then every service
     python3 infra/local/distributed.py status
     python3 infra/local/distributed.py down      # services, then infra
     python3 infra/local/distributed.py stop vault --kill    # one service (SIGKILL)
@@ -21,6 +21,7 @@ directory ``<name>/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -166,6 +167,15 @@ def _pid_file(cfg: Config, service: str) -> Path:
     return cfg.run_dir / f"{service}.pid"
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def running_pid(cfg: Config, service: str) -> int | None:
     """The pid in the service's pid file if that process is alive and is ours."""
     path = _pid_file(cfg, service)
@@ -174,12 +184,8 @@ def running_pid(cfg: Config, service: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if MARKER.encode() in cmdline and service.encode() in cmdline:
-        try:  # a zombie (exited, not yet reaped) is not running
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return None
-        return None if state == "Z" else pid
+    if MARKER.encode() in cmdline and service.encode() in cmdline and _alive(pid):
+        return pid
     return None
 
 
@@ -262,21 +268,23 @@ def stop_service(cfg: Config, service: str, *, kill: bool = False, timeout_s: fl
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    # Wait on the pid itself: a dying process's command line reads empty before
+    # its sockets are closed, so the marker check would end the wait too early.
     deadline = time.monotonic() + timeout_s
-    while running_pid(cfg, service) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if running_pid(cfg, service) is not None:
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
         log(f"{service}: still running after {timeout_s:.0f} s, sending SIGKILL")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while running_pid(cfg, service) is not None:
+        while _alive(pid):
             time.sleep(0.1)
+    port = cfg.ports[service]
+    deadline = time.monotonic() + 10
+    while port_busy(cfg.host, port) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a child of the group may still hold it for a moment
     pid_file.unlink(missing_ok=True)
     log(f"{service}: stopped (pid {pid}{', SIGKILL' if kill else ''})")
     return True
@@ -380,9 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-infra", action="store_true", help="servers are already running")
     up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     up.add_argument("--embedder", help="MEMGRID_EMBEDDER__BACKEND for the vault (e.g. hashing)")
-    up.add_argument("--timeout", type=float, default=300.0, help="seconds per service to be healthy")
+    up.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds per service to be healthy"
+    )
     venv_python = REPO / ".venv" / "bin" / "python"
-    up.add_argument("--python", default=str(venv_python) if venv_python.exists() else sys.executable)
+    up.add_argument(
+        "--python", default=str(venv_python) if venv_python.exists() else sys.executable
+    )
     for name, port in DEFAULT_PORTS.items():
         up.add_argument(f"--{name}-port", type=int, default=None, help=f"default {port}")
     up.set_defaults(fn=cmd_up)
