@@ -202,6 +202,9 @@ class SchedulerSettings(_Group):
     fetch_max_wait_ms: int = Field(
         default=100, ge=1, le=10_000, description="broker long-poll wait of the consumer"
     )
+    producer_linger_ms: int = Field(
+        default=10, ge=0, le=1000, description="batching delay of changelog writes"
+    )
 
 
 class GovernanceSettings(_Group):

@@ -132,14 +132,16 @@ class CubeUsage:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CubeUsage:
-        # Unknown keys are dropped, so a record written by a newer version still
-        # loads after a rollback.
-        known = {k: v for k, v in data.items() if k in _FIELDS}
-        known["principals"] = list(known.get("principals") or [])
-        known["sessions"] = list(known.get("sessions") or [])
-        known["seen"] = list(known.get("seen") or [])
-        known["offsets"] = dict(known.get("offsets") or {})
-        return cls(**known)
+        if not _FIELDS.issuperset(data):
+            # A record written by a newer version: drop what this one does not know.
+            data = {k: v for k, v in data.items() if k in _FIELDS}
+        record = cls(**data)
+        # Own copies: the stored value must not change before it is written back.
+        record.principals = list(record.principals)
+        record.sessions = list(record.sessions)
+        record.seen = list(record.seen)
+        record.offsets = dict(record.offsets)
+        return record
 
     @property
     def state(self) -> str:
@@ -340,14 +342,19 @@ class UsageStats:
     def observe_latency(self, published_at: Sequence[float], now: float) -> None:
         self._latency_ms.extend((now - t) * 1000.0 for t in published_at)
 
+    def reset_latency(self) -> None:
+        self._latency_ms.clear()
+
     def percentile(self, q: float) -> float | None:
         if not self._latency_ms:
             return None
         ordered = sorted(self._latency_ms)
         return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, *, latency: bool = True) -> dict[str, Any]:
+        """Counters, and latency percentiles if ``latency`` (that sorts the window:
+        pollers that only watch progress should leave it out)."""
+        body: dict[str, Any] = {
             "received": self.received,
             "applied": self.applied,
             "duplicates": self.duplicates,
@@ -356,9 +363,11 @@ class UsageStats:
             "batches": self.batches,
             "first_batch_at": self.first_at,
             "last_batch_at": self.last_at,
-            "latency_ms": {
+        }
+        if latency:
+            body["latency_ms"] = {
                 "p50": self.percentile(50),
                 "p99": self.percentile(99),
                 "window": len(self._latency_ms),
-            },
-        }
+            }
+        return body
