@@ -381,10 +381,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    default_run_dir = REPO / ".memgrid" / "run"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=REPO / ".memgrid" / "run")
+    parser.add_argument("--run-dir", type=Path, default=default_run_dir)
+    # Also accepted after the command (make passes options there).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start infra and the services; print the API URL")
+    up = sub.add_parser(
+        "up", parents=[common], help="start infra and the services; print the API URL"
+    )
     up.add_argument("--no-infra", action="store_true", help="servers are already running")
     up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     up.add_argument("--embedder", help="MEMGRID_EMBEDDER__BACKEND for the vault (e.g. hashing)")
@@ -398,14 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, port in DEFAULT_PORTS.items():
         up.add_argument(f"--{name}-port", type=int, default=None, help=f"default {port}")
     up.set_defaults(fn=cmd_up)
-    down = sub.add_parser("down", help="stop the services, then infra")
+    down = sub.add_parser("down", parents=[common], help="stop the services, then infra")
     down.add_argument("--keep-infra", action="store_true")
     down.set_defaults(fn=cmd_down)
-    sub.add_parser("status", help="state of each service").set_defaults(fn=cmd_status)
-    start = sub.add_parser("start", help="start services again with the saved settings")
+    sub.add_parser("status", parents=[common], help="state of each service").set_defaults(
+        fn=cmd_status
+    )
+    start = sub.add_parser(
+        "start", parents=[common], help="start services again with the saved settings"
+    )
     start.add_argument("names", nargs="+", choices=SERVICES)
     start.set_defaults(fn=cmd_start)
-    stop = sub.add_parser("stop", help="stop services (--kill: SIGKILL at once)")
+    stop = sub.add_parser("stop", parents=[common], help="stop services (--kill: SIGKILL at once)")
     stop.add_argument("names", nargs="+", choices=SERVICES)
     stop.add_argument("--kill", action="store_true")
     stop.set_defaults(fn=cmd_stop)
