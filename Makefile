@@ -42,7 +42,10 @@ unit: $(STAMP_TEST)
 contract: $(STAMP_TEST)
 	$(BIN)/pytest -m contract $(PYTEST_ARGS)
 
+# The whole suite, integration and e2e included: the servers they need are
+# installed (first time: minutes, then cached in ~/.cache/memgrid) and started.
 test: lint
+	python3 infra/local/memgrid_infra.py up
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
