@@ -7,6 +7,7 @@ figures include HTTP handling, embedding the query, dense + keyword retrieval an
 fusion. Each scale reports the median over several rounds of queries.
 
     python bench/search_scale.py --sizes 10000 100000 --rounds 3 --queries 100
+    python bench/search_scale.py --backend neo4j     # the Neo4j of `make infra-up`
 """
 
 from __future__ import annotations
@@ -149,14 +150,27 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--embedder", default="minilm-int8")
+    ap.add_argument(
+        "--backend",
+        choices=["sqlite", "neo4j"],
+        default="sqlite",
+        help="graph store; neo4j uses the server of `make infra-up` (bolt://127.0.0.1:7687)",
+    )
+    ap.add_argument("--neo4j-password", default="memgrid-dev-password")
     args = ap.parse_args()
+    overrides: dict[str, Any] = {"embedder": {"backend": args.embedder}}
+    if args.backend == "neo4j":
+        overrides["graph"] = {"url": "bolt://127.0.0.1:7687", "password": args.neo4j_password}
     rng = random.Random(7)
-    print(f"embedder={args.embedder} rounds={args.rounds} queries/round={args.queries}")
+    print(
+        f"backend={args.backend} embedder={args.embedder} rounds={args.rounds} "
+        f"queries/round={args.queries}"
+    )
     print(
         f"{'memories':>9} {'ingest/s':>9} {'search p50 ms':>14} "
         f"{'search p95 ms':>14} {'p95 range':>14}"
     )
-    with embedded_client(embedder={"backend": args.embedder}) as client:
+    with embedded_client(**overrides) as client:
         ns = client.post("/v1/namespaces", json={"name": "scale"}).json()["id"]
         have = 0
         for size in sorted(args.sizes):
