@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from shared.errors import Unavailable
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
-from shared.topics import TopicSpec, ensure_topics, make_dead_letter
+from shared.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +99,10 @@ async def send_dead_letter(
     None) on ``topic`` and waits for the broker's ack, retrying while Kafka is
     unreachable: the failed message must not be acknowledged before its letter
     is stored, and a Kafka restart must not stop the worker."""
+    from shared.streams import dead_letter_of  # imports faust: only in a faust worker
+
     msg = event.message
-    key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else None
-    letter = make_dead_letter(
-        topic=msg.topic,
-        group=group,
-        key=key,
-        error=error,
-        attempts=attempts,
-        event=envelope,
-        raw=event.value if envelope is None and isinstance(event.value, bytes) else None,
-        partition=msg.partition,
-        offset=msg.offset,
-        source=f"memgrid.faust.{group}",
-    )
+    letter = dead_letter_of(event, group, error, attempts, envelope)
     log.error(
         "%s: dead-lettering %s[%d]@%d: %s", group, msg.topic, msg.partition, msg.offset, error
     )

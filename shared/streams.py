@@ -40,7 +40,13 @@ from shared.errors import ConfigError
 from shared.registry import scheme_of
 from shared.schemas.events import EventEnvelope
 from shared.settings import BusSettings, Settings
-from shared.topics import TopicSpec, ensure_topics, make_dead_letter, spec_for, topic_specs
+from shared.topics import (
+    TopicSpec,
+    ensure_topics,
+    make_dead_letter,
+    spec_for,
+    topic_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +234,29 @@ async def handle_events(
                     await asyncio.sleep(min(bus.retry_backoff_s * 2 ** (attempt - 1), 30.0))
 
 
+def dead_letter_of(
+    event: Any,
+    group: str,
+    error: BaseException,
+    attempts: int,
+    envelope: EventEnvelope | None,
+) -> EventEnvelope:
+    """The dead letter of faust ``event``: its envelope, or its raw bytes if it had none."""
+    message = event.message
+    return make_dead_letter(
+        topic=message.topic,
+        group=group,
+        key=message.key.decode(errors="replace") if isinstance(message.key, bytes) else None,
+        error=error,
+        attempts=attempts,
+        event=envelope,
+        raw=event.value if envelope is None and isinstance(event.value, bytes) else None,
+        partition=message.partition,
+        offset=message.offset,
+        source=f"memgrid.faust.{group}",
+    )
+
+
 async def _dead_letter(
     topic: Any,
     event: Any,
@@ -237,19 +266,8 @@ async def _dead_letter(
     envelope: EventEnvelope | None,
 ) -> None:
     message = event.message
+    letter = dead_letter_of(event, group, error, attempts, envelope)
     key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
-    letter = make_dead_letter(
-        topic=message.topic,
-        group=group,
-        key=key,
-        error=error,
-        attempts=attempts,
-        event=envelope,
-        raw=event.value if envelope is None and isinstance(event.value, bytes) else None,
-        partition=message.partition,
-        offset=message.offset,
-        source=f"memgrid.faust.{group}",
-    )
     log.error(
         "%s gave up on %s[%d]@%d: %r",
         group,
