@@ -36,11 +36,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
-from pydantic import ValidationError
+from kafka.structs import TopicPartition
 
+from shared.adapters.kafka_consumer import KafkaSubscription
 from shared.errors import ConfigError, Unavailable
 from shared.ports.bus import Handler
 from shared.schemas.events import EventEnvelope
@@ -53,7 +52,6 @@ CONTENT_TYPE = b"application/cloudevents+json"
 # Broker waits at most this long for data before answering a fetch: bounds the
 # latency of an idle consumer without spinning.
 FETCH_MAX_WAIT_MS = 100
-POLL_TIMEOUT_MS = 100
 # Records per poll: a batch is committed once all of it is handled, so this
 # bounds both redelivery after a crash and the time between polls.
 MAX_POLL_RECORDS = 200
@@ -74,26 +72,6 @@ def bootstrap_servers(url: str) -> list[str]:
             raise ConfigError(f"bad broker address {part!r} in {url!r}")
         servers.append(f"{host}:{port}")
     return servers
-
-
-def _kick_stalled_join(consumer: KafkaConsumer) -> None:
-    """Works around a kafka-python 3.0 (3.0.12) rebalance bug.
-
-    ``poll(timeout_ms)`` gives up waiting when a JoinGroup/SyncGroup round takes
-    longer than the poll timeout and leaves the round in flight, to be awaited
-    by the next poll. But the next poll only awaits it while ``need_rejoin()``
-    is true, and for a rebalance that the group leader started because its
-    metadata changed, performing the assignment already made that false: the
-    round completes unobserved, the member never applies its assignment and
-    sits in the group owning partitions it does not read. Asking for a rejoin
-    makes the next poll await (or redo) the round. Harmless when the private
-    attributes differ in another kafka-python version: then it does nothing.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    task = getattr(coordinator, "_join_task", None)
-    if task is not None and coordinator is not None and not coordinator.need_rejoin():
-        log.info("group %s: re-awaiting a rebalance left in flight", coordinator.group_id)
-        coordinator.request_rejoin()
 
 
 def _headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
@@ -440,176 +418,4 @@ class KafkaEventBus:
             self._admin.close()
 
 
-class _Listener(ConsumerRebalanceListener):
-    """Runs on kafka-python's network loop, so it only records state: anything
-    blocking here would stall heartbeats. Offsets need no commit on revocation:
-    the consumer thread commits every handled batch before it polls again."""
-
-    def __init__(self, sub: KafkaSubscription) -> None:
-        self.sub = sub
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        log.debug("group %s: revoked %s", self.sub.group, revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        log.debug("group %s: assigned %s", self.sub.group, assigned)
-        self.sub._ready.set()
-
-
-class KafkaSubscription:
-    """One consumer in one group, on its own thread (KafkaConsumer is not thread-safe:
-    after construction only that thread touches it)."""
-
-    def __init__(
-        self, bus: KafkaEventBus, group: str, topics: tuple[str, ...], handler: Handler
-    ) -> None:
-        self.group = group
-        self.topics = topics
-        self._bus = bus
-        self._handler = handler
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self._consumer = bus._consumer(group, f"{bus.settings.client_id}-{group}")
-        try:
-            self._consumer.subscribe(list(topics), listener=_Listener(self))
-            # Load the topics' metadata before the first join. Otherwise the
-            # leader assigns from a stale metadata snapshot and rejoins as soon
-            # as the snapshot changes: a second rebalance, which kafka-python
-            # 3.0 can also lose (see _kick_stalled_join).
-            for topic in topics:
-                self._consumer.partitions_for_topic(topic)
-        except KafkaError as exc:
-            self._consumer.close(autocommit=False)
-            raise Unavailable(f"cannot subscribe group {group}: {exc}", "bus_unavailable") from exc
-        self.thread = threading.Thread(target=self._run, name=f"kafka-{group}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """True once the group assigned this member its partitions (possibly none)."""
-        return self._ready.wait(timeout_s)
-
-    def _run(self) -> None:
-        consumer = self._consumer
-        try:
-            while not self._stop.is_set():
-                try:
-                    batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-                    _kick_stalled_join(consumer)
-                except KafkaError as exc:
-                    # Broker restarts and rebalances surface here; the consumer
-                    # reconnects by itself on the next poll.
-                    log.warning("group %s: poll failed: %s", self.group, exc)
-                    self._stop.wait(0.5)
-                    continue
-                handled: dict[TopicPartition, int] = {}
-                stopped = False
-                for tp, records in batch.items():
-                    for record in records:
-                        if not self._process(record):
-                            stopped = True
-                            break
-                        handled[tp] = record.offset + 1
-                    if stopped:
-                        break
-                if handled:
-                    self._commit(handled)
-                if stopped:
-                    return
-        except BaseException as exc:  # keep the reason: the thread must not die silently
-            self.error = exc
-            log.exception("group %s: consumer thread failed", self.group)
-        finally:
-            self._ready.set()  # never leave subscribe waiting on a dead thread
-            try:
-                consumer.close(autocommit=False)
-            except Exception as exc:
-                log.warning("group %s: consumer close: %s", self.group, exc)
-            self._bus._remove(self)
-
-    def _commit(self, handled: dict[TopicPartition, int]) -> None:
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in handled.items()}
-        try:
-            self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # Typically a rebalance took the partitions: their new owner resumes
-            # from the last commit and redelivers these records (at least once).
-            log.warning("group %s: commit failed, records will be redelivered: %s", self.group, exc)
-
-    def _process(self, record: Any) -> bool:
-        """Hands ``record`` to the handler with retries, or dead-letters it.
-        False only when stopped before it was done (its offset is not committed)."""
-        bus = self._bus
-        try:
-            EventEnvelope.model_validate_json(record.value)
-        except (ValidationError, ValueError, TypeError) as exc:  # TypeError: a null value
-            return self._give_up(record, exc, 0, None)
-        error: BaseException | None = None
-        for attempt in range(1, bus.max_delivery_attempts + 1):
-            if self._stop.is_set():
-                return False
-            try:
-                # A fresh copy per attempt: a handler that mutated the event and
-                # then failed must not see its own changes on the retry.
-                self._handler(EventEnvelope.model_validate_json(record.value))
-                return True
-            except Exception as exc:  # a handler's failure must not kill the consumer
-                error = exc
-                log.warning(
-                    "group %s: handler failed on %s[%d]@%d (attempt %d/%d): %r",
-                    self.group,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    attempt,
-                    bus.max_delivery_attempts,
-                    exc,
-                )
-                if attempt < bus.max_delivery_attempts:
-                    self._stop.wait(min(bus.settings.retry_backoff_s * 2 ** (attempt - 1), 30.0))
-        assert error is not None
-        return self._give_up(
-            record,
-            error,
-            bus.max_delivery_attempts,
-            EventEnvelope.model_validate_json(record.value),
-        )
-
-    def _give_up(
-        self, record: Any, error: BaseException, attempts: int, event: EventEnvelope | None
-    ) -> bool:
-        bus = self._bus
-        if record.topic == bus.dead_letter_topic:
-            # Re-queueing a dead letter that failed again would loop forever.
-            log.error(
-                "group %s failed on dead letter %s[%d]@%d, skipping it: %r",
-                self.group,
-                record.topic,
-                record.partition,
-                record.offset,
-                error,
-            )
-            return True
-        pause = 0.5
-        while not self._stop.is_set():
-            try:
-                bus._dead_letter(self, record, error, attempts, event)
-                return True
-            except Unavailable as exc:
-                # The record stays uncommitted until its dead letter is stored.
-                log.warning("group %s: cannot publish dead letter yet: %s", self.group, exc)
-                if bus._closed:
-                    return False
-                self._stop.wait(pause)
-                pause = min(pause * 2, 10.0)
-        return False
-
-    def close(self) -> None:
-        self._stop.set()
-        if threading.current_thread() is not self.thread and self.thread.is_alive():
-            self.thread.join(timeout=30.0)
-            if self.thread.is_alive():
-                log.warning("group %s: consumer thread did not stop in 30 s", self.group)
-        self._bus._remove(self)
+__all__ = ["KafkaEventBus", "KafkaSubscription", "bootstrap_servers"]
