@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import Stemmer
 
+from services.vault.stores.sqlite_spaces import SpaceCache
 from services.vault.stores.sqlite_vectors import ColumnFilter, column_mask, top_k_indices
 
 log = logging.getLogger(__name__)
@@ -228,40 +229,8 @@ class KeywordSpace:
         return [(self._ids[int(cand[i])], float(scores[i])) for i in top_k_indices(scores, k)]
 
 
-class KeywordCache:
+class KeywordCache(SpaceCache[KeywordSpace, KeywordRow]):
     """Every loaded (tenant, namespace) keyword space; loaded lazily on first search."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spaces: dict[tuple[str, str], KeywordSpace] = {}
-
-    def is_loaded(self, tenant: str, namespace: str) -> bool:
-        with self._lock:
-            return (tenant, namespace) in self._spaces
-
-    def install(self, tenant: str, namespace: str, space: KeywordSpace) -> None:
-        with self._lock:
-            self._spaces[(tenant, namespace)] = space
-
-    def apply(self, removed: Iterable[str], added: Sequence[KeywordRow]) -> None:
-        """After a commit, like ``VectorCache.apply``: only loaded namespaces change."""
-        gone = list(removed)
-        grouped: dict[tuple[str, str], list[KeywordRow]] = defaultdict(list)
-        for row in added:
-            grouped[(row.tenant, row.namespace)].append(row)
-        with self._lock:
-            touched = set()
-            if gone:
-                for key, space in self._spaces.items():
-                    space.discard(gone)
-                    touched.add(key)
-            for key, rows in grouped.items():
-                loaded = self._spaces.get(key)
-                if loaded is not None:
-                    loaded.append(rows)
-                    touched.add(key)
-            for key in touched:
-                self._spaces[key].maybe_compact()
 
     def search(
         self, tenant: str, namespaces: Sequence[str], terms: Sequence[str], k: int, f: ColumnFilter
@@ -289,10 +258,6 @@ class KeywordCache:
                 hits.extend(s.score(p, idf, avgdl, k, f))
         hits.sort(key=lambda h: -h[1])
         return hits[:k]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._spaces.clear()
 
 
 def build_space(rows: Sequence[KeywordRow], chunk: int = 10_000) -> KeywordSpace:

@@ -21,14 +21,13 @@ changes under a running search.
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numkong
 import numpy as np
 
+from services.vault.stores.sqlite_spaces import SpaceCache
 from shared.schemas.memcube import Origin, SemanticType
 
 SEMANTIC_CODES: dict[str, int] = {str(s): i for i, s in enumerate(SemanticType)}
@@ -364,47 +363,12 @@ class NamespaceVectors:
         return self.n - self.invalid
 
 
-class VectorCache:
+class VectorCache(SpaceCache[NamespaceVectors, VectorRow]):
     """Every loaded (tenant, namespace) matrix; namespaces load lazily on first search."""
 
     def __init__(self, dim: int) -> None:
+        super().__init__()
         self.dim = dim
-        self._lock = threading.Lock()
-        self._spaces: dict[tuple[str, str], NamespaceVectors] = {}
-
-    def is_loaded(self, tenant: str, namespace: str) -> bool:
-        with self._lock:
-            return (tenant, namespace) in self._spaces
-
-    def install(self, tenant: str, namespace: str, space: NamespaceVectors) -> None:
-        with self._lock:
-            self._spaces[(tenant, namespace)] = space
-
-    def apply(self, removed: Iterable[str], added: Sequence[VectorRow]) -> None:
-        """After a commit: drop the rows of ``removed`` cube ids, append new searchable rows.
-
-        A cube id belongs to one tenant and at most one row per namespace (the
-        store refuses versions of an id across tenants), so removal by id is
-        exact. Only namespaces already loaded are touched; the others read the
-        committed rows from SQLite when first searched.
-        """
-        gone = list(removed)
-        grouped: dict[tuple[str, str], list[VectorRow]] = defaultdict(list)
-        for row in added:
-            grouped[(row.tenant, row.namespace)].append(row)
-        with self._lock:
-            touched = set()
-            if gone:
-                for key, space in self._spaces.items():
-                    space.discard(gone)
-                    touched.add(key)
-            for key, rows in grouped.items():
-                loaded = self._spaces.get(key)
-                if loaded is not None:
-                    loaded.append(rows)
-                    touched.add(key)
-            for key in touched:
-                self._spaces[key].maybe_compact()
 
     def snapshots(self, tenant: str, namespaces: Iterable[str]) -> list[Snapshot]:
         with self._lock:
@@ -413,10 +377,6 @@ class VectorCache:
                 for ns in namespaces
                 if (tenant, ns) in self._spaces
             ]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._spaces.clear()
 
 
 def search_snapshots(
