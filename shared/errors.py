@@ -80,6 +80,22 @@ class Conflict(MemgridError):
         super().__init__(detail, [], 409, code, "Conflict")
 
 
+class IllegalTransition(Conflict):
+    """A lifecycle change the state machine (shared.lifecycle) does not allow."""
+
+    def __init__(self, from_state: str, to_state: str, detail: str | None = None) -> None:
+        super().__init__(
+            detail or f"a memory cannot go from lifecycle state {from_state!r} to {to_state!r}",
+            code="illegal_transition",
+        )
+        self.from_state = from_state
+        self.to_state = to_state
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        # Extension members (RFC 9457 §3.2), so a client need not parse the detail.
+        return {**super().to_problem(instance), "from": self.from_state, "to": self.to_state}
+
+
 class PayloadTooLarge(MemgridError):
     def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail, errors or [], 413, "payload_too_large", "Payload too large")
