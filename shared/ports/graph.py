@@ -82,6 +82,13 @@ class GraphStore(Protocol):
         """Current versions of the given ids that belong to the tenant, in input order."""
         ...
 
+    def get_embedding(
+        self, tenant: str, cube_id: str, version: int | None = None
+    ) -> np.ndarray | None:
+        """The stored embedding (float32, L2-normalised) of the given or the current
+        version; None when the cube is unknown to this tenant or has no vector."""
+        ...
+
     def history(self, tenant: str, cube_id: str) -> list[MemCube]:
         """Every stored version, oldest first; empty when unknown to this tenant."""
         ...

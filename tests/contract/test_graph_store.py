@@ -19,7 +19,7 @@ from services.vault.stores import create_graph_store
 from shared.errors import Conflict, Unavailable
 from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
 from shared.schemas.api import NamespaceRecord, SearchFilters
-from shared.schemas.memcube import Edge, EdgeKind, LifecycleState, Origin, SemanticType
+from shared.schemas.memcube import Edge, EdgeKind, LifecycleState, MemCube, Origin, SemanticType
 from shared.settings import GraphSettings
 from tests.contract.adapters import AdapterCase, new_id, params
 from tests.contract.graph_support import (
@@ -193,6 +193,69 @@ def test_edges_by_cube_and_by_version(w: World) -> None:
     assert all(e.kind == EdgeKind.VERSION_OF and e.reason == "upd" for e in all_edges)
     assert [(e.src, e.dst) for e in w.store.edges(w.a, v3.ref)] == [(v3.ref, v2.ref)]
     assert w.store.edges(w.a, v1.ref) == [e for e in all_edges if e.dst == v1.ref]
+
+
+def test_get_embedding(w: World) -> None:
+    with_vec, without = make_cube(w.a, w.a1, "with"), make_cube(w.a, w.a1, "without")
+    vec = unit(w.rng)
+    write_cubes(w.store, [with_vec, without], [vec * 3.0, None])  # stored normalised
+    got = w.store.get_embedding(w.a, with_vec.id)
+    assert got is not None and got.dtype == np.float32
+    assert np.allclose(got, vec, atol=1e-6)
+    assert w.store.get_embedding(w.a, without.id) is None
+    assert w.store.get_embedding(w.a, "missing") is None
+    assert w.store.get_embedding(w.b, with_vec.id) is None  # another tenant's cube
+    assert w.store.get_embedding(w.b, with_vec.id, version=1) is None
+    # A retired version keeps its vector; the current one has none here.
+    v2 = new_version(with_vec, state=LifecycleState.expired)
+    w.store.write(WriteBatch(cubes=[CubeWrite(cube=v2)], superseded=[(with_vec.id, 1)]))
+    assert w.store.get_embedding(w.a, with_vec.id) is None
+    old = w.store.get_embedding(w.a, with_vec.id, version=1)
+    assert old is not None and np.allclose(old, vec, atol=1e-6)
+    assert w.store.get_embedding(w.a, with_vec.id, version=9) is None
+
+
+def merge_batch(originals: list[MemCube], merged: MemCube, vec: np.ndarray) -> WriteBatch:
+    retired = [new_version(o, state=LifecycleState.merged) for o in originals]
+    return WriteBatch(
+        cubes=[CubeWrite(cube=merged, embedding=vec), *(CubeWrite(cube=r) for r in retired)],
+        superseded=[(o.id, o.version) for o in originals],
+        edges=[
+            *(
+                Edge(kind=EdgeKind.VERSION_OF, src=r.ref, dst=o.ref)
+                for o, r in zip(originals, retired, strict=True)
+            ),
+            *(Edge(kind=EdgeKind.MERGED_INTO, src=o.ref, dst=merged.ref) for o in originals),
+        ],
+        events=[created_event(merged)],
+    )
+
+
+def test_a_merge_is_one_batch(w: World) -> None:
+    """The vault's merge: the originals retired (state merged) and linked
+    MERGED_INTO the new cube, all in one write; a stale original fails it all."""
+    vecs = unit(w.rng, 3)
+    a = make_cube(w.a, w.a1, "Ana lives in Lisbon")
+    b = make_cube(w.a, w.a1, "Ana lives in Lisbon, Portugal")
+    write_cubes(w.store, [a, b], vecs[:2])
+    merged = make_cube(w.a, w.a1, b.text or "")
+    w.store.write(merge_batch([a, b], merged, vecs[2]))
+    # A second merge of the same (now stale) versions fails as a whole.
+    again = make_cube(w.a, w.a1, b.text or "")
+    with pytest.raises(Conflict):
+        w.store.write(merge_batch([a, b], again, vecs[2]))
+    assert w.store.get_cube(w.a, again.id) is None
+    assert w.store.edges(w.a, again.id) == []
+    subjects = {i.event.subject for i in w.store.outbox_pending(limit=100_000)}
+    assert merged.id in subjects and again.id not in subjects
+    assert ids(w.store.text_search(w.a, [w.a1], "Lisbon", 10)) == [merged.id]
+    assert ids(w.store.vector_search(w.a, [w.a1], vecs[0], 10)) == [merged.id]
+    into = [e for e in w.store.edges(w.a, merged.id) if e.kind == EdgeKind.MERGED_INTO]
+    assert {(e.src, e.dst) for e in into} == {(a.ref, merged.ref), (b.ref, merged.ref)}
+    for o in (a, b):
+        cur = w.store.get_cube(w.a, o.id)
+        assert cur is not None and cur.lifecycle.state == LifecycleState.merged
+        assert [c.version for c in w.store.history(w.a, o.id)] == [1, 2]
 
 
 @pytest.mark.parametrize(

@@ -322,6 +322,23 @@ class Neo4jGraphStore:
         found = {r["id"]: r["j"] for r in rows}
         return [MemCube.model_validate_json(found[cid]) for cid in cube_ids if cid in found]
 
+    def get_embedding(
+        self, tenant: str, cube_id: str, version: int | None = None
+    ) -> np.ndarray | None:
+        # Superseded versions keep their vector (only the index label goes), so
+        # any stored version can answer.
+        rows = self._rows(
+            f"MATCH (c:{schema.CUBE} {{id: $id}}) WHERE c.tenant = $tenant"
+            " AND (($version IS NULL AND c.is_current = true) OR c.version = $version)"
+            " RETURN c.embedding AS e",
+            id=cube_id,
+            tenant=tenant,
+            version=None if version is None else int(version),
+        )
+        if not rows or rows[0]["e"] is None:
+            return None
+        return np.asarray(rows[0]["e"], dtype=np.float32)
+
     def history(self, tenant: str, cube_id: str) -> list[MemCube]:
         rows = self._rows(
             f"MATCH (c:{schema.CUBE} {{id: $id}}) WHERE c.tenant = $tenant"

@@ -196,6 +196,24 @@ class SqliteGraphStore:
                 )
         return [MemCube.model_validate_json(found[cid]) for cid in cube_ids if cid in found]
 
+    def get_embedding(
+        self, tenant: str, cube_id: str, version: int | None = None
+    ) -> np.ndarray | None:
+        with self._db() as conn:
+            if version is None:
+                row = conn.execute(
+                    "SELECT embedding FROM cubes WHERE tenant = ? AND id = ? AND is_current = 1",
+                    (tenant, cube_id),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT embedding FROM cubes WHERE tenant = ? AND id = ? AND version = ?",
+                    (tenant, cube_id, version),
+                ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return np.frombuffer(row[0], dtype=np.float32).copy()
+
     def history(self, tenant: str, cube_id: str) -> list[MemCube]:
         with self._db() as conn:
             rows = conn.execute(
