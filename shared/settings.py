@@ -174,12 +174,45 @@ class VaultClientSettings(_Group):
 _APP_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # it prefixes Kafka topic and group names
 
 
+class SchedulerPolicy(_Group):
+    """Scores and lifecycle policies of the scheduler; docs/scheduler.md justifies
+    each default. Per namespace, ``SchedulerSettings.namespaces`` overrides any of
+    these fields."""
+
+    half_life_s: float = Field(default=86_400, gt=0, description="decayed access frequency")
+    recency_half_life_s: float = Field(default=3_600, gt=0, description="hotness recency bonus")
+    recency_weight: float = Field(default=1.0, ge=0, description="recency bonus at age 0")
+    stable_age_s: float = Field(default=7 * 86_400, gt=0, description="age of a stable cube")
+    stable_quiet_s: float = Field(default=3 * 86_400, gt=0, description="time since last edit")
+    stable_sessions: int = Field(default=3, ge=1, description="distinct sessions that used it")
+    hot_min_hotness: float = Field(default=2.0, gt=0, description="to enter a namespace's hot set")
+    hot_min_cubes: int = Field(default=4, ge=1, description="smallest hot set worth a KV cache")
+    token_budget: int = Field(default=2_048, ge=1, description="tokens of one KV cache")
+    tokens_per_cube: int = Field(default=64, ge=1, description="when memory.created has none")
+    rebuild_jaccard: float = Field(default=0.7, ge=0, le=1, description="rebuild below this")
+    build_cooldown_s: float = Field(default=3_600, ge=0, description="between two cache builds")
+    evict_max_hotness: float = Field(default=0.5, ge=0, description="cache colder: evicted")
+    train_min_stability: float = Field(default=0.9, ge=0, le=1, description="to be trained")
+    train_min_batch: int = Field(default=32, ge=1, description="smallest training batch")
+    train_max_batch: int = Field(default=1_024, ge=1, description="largest training batch")
+    train_cooldown_s: float = Field(default=3 * 86_400, ge=0, description="between two trainings")
+    retire_fraction: float = Field(default=0.2, gt=0, le=1, description="of an adapter's sources")
+    decay_floor: float = Field(default=0.25, gt=0, description="decay-rule cubes expire below")
+    merge_threshold: float = Field(default=0.95, gt=0, le=1, description="cosine; 1 = off")
+    merge_limit: int = Field(default=5, ge=1, le=100, description="duplicates merged at once")
+    build_timeout_s: float = Field(default=1_800, gt=0, description="a build command pends")
+    train_timeout_s: float = Field(default=86_400, gt=0, description="a train command pends")
+
+
 class SchedulerSettings(_Group):
     """The scheduler's stream processor (distributed mode: a faust app on Kafka).
 
     ``app_id`` is its consumer group and the prefix of its internal topics (the
     usage table's changelog, the lifecycle repartition topic): changing it starts
     from empty state. ``web_port`` serves ``GET /usage/{cube_id}`` and ``/stats``.
+    ``policy`` holds the scores' and policies' parameters (docs/scheduler.md);
+    ``namespaces`` overrides some of them per namespace, e.g.
+    ``MEMGRID_SCHEDULER__NAMESPACES='{"ns_1": {"train_min_batch": 8}}'``.
     """
 
     app_id: str = Field(default="memgrid-scheduler", pattern=_APP_ID)
@@ -205,6 +238,31 @@ class SchedulerSettings(_Group):
     producer_linger_ms: int = Field(
         default=10, ge=0, le=1000, description="batching delay of changelog writes"
     )
+    tick_interval_s: float = Field(
+        default=60, gt=0, le=86_400, description="how often policies run (embedded)"
+    )
+    expire_limit: int = Field(default=1_000, ge=1, description="cubes expired per tick at most")
+    decision_history: int = Field(default=20, ge=1, le=1_000, description="kept per cube")
+    policy: SchedulerPolicy = SchedulerPolicy()
+    namespaces: dict[str, dict[str, float | int]] = Field(
+        default_factory=dict, description="namespace id -> partial SchedulerPolicy overrides"
+    )
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> SchedulerSettings:
+        for namespace in self.namespaces:
+            try:
+                self.policy_for(namespace)
+            except ValidationError as exc:  # an unknown field or a bad value
+                raise ValueError(f"namespaces[{namespace!r}]: {exc}") from None
+        return self
+
+    def policy_for(self, namespace: str | None) -> SchedulerPolicy:
+        """The policy of ``namespace``: the defaults with its overrides applied."""
+        override = self.namespaces.get(namespace or "")
+        if not override:
+            return self.policy
+        return SchedulerPolicy.model_validate({**self.policy.model_dump(), **override})
 
 
 class GovernanceSettings(_Group):

@@ -28,6 +28,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.schemas.commands import (
+    COMMAND_TYPES,
+    BuildActivation,
+    EvictActivation,
+    RetireAdapter,
+    TrainAdapter,
+)
 from shared.schemas.events import (
     EVENT_TYPES,
     TYPE_PREFIX,
@@ -109,20 +116,36 @@ MEMORY_EXPIRED = TopicSpec(
 # Commands: requests for work, consumed by the one service that does it, which
 # then publishes the fact. A week covers any outage of the worker.
 ACTIVATION_BUILD = TopicSpec(
-    "commands.activation.build",
+    BuildActivation.topic,
     3,
     7 * DAY_MS,
     False,
     "namespace id: one namespace's cache builds run in order",
     "build a KV cache from a set of hot cubes (inference)",
 )
+ACTIVATION_EVICT = TopicSpec(
+    EvictActivation.topic,
+    3,
+    7 * DAY_MS,
+    False,
+    "namespace id: after the namespace's builds",
+    "drop a KV cache that went cold or was superseded (inference)",
+)
 ADAPTER_TRAIN = TopicSpec(
-    "commands.adapter.train",
+    TrainAdapter.topic,
     3,
     7 * DAY_MS,
     False,
     "namespace id: one namespace's training jobs run in order",
     "distil stable cubes into a LoRA adapter (trainer)",
+)
+ADAPTER_RETIRE = TopicSpec(
+    RetireAdapter.topic,
+    3,
+    7 * DAY_MS,
+    False,
+    "namespace id: after the namespace's training jobs",
+    "stop serving an adapter whose sources changed (trainer, inference)",
 )
 MEMORY_EXPIRE = TopicSpec(
     "commands.memory.expire",
@@ -142,9 +165,16 @@ FACT_TOPICS: tuple[TopicSpec, ...] = (
     MEMORY_DEMOTED,
     MEMORY_EXPIRED,
 )
-COMMAND_TOPICS: tuple[TopicSpec, ...] = (ACTIVATION_BUILD, ADAPTER_TRAIN, MEMORY_EXPIRE)
+COMMAND_TOPICS: tuple[TopicSpec, ...] = (
+    ACTIVATION_BUILD,
+    ACTIVATION_EVICT,
+    ADAPTER_TRAIN,
+    ADAPTER_RETIRE,
+    MEMORY_EXPIRE,
+)
 
 assert {s.name for s in FACT_TOPICS} == set(EVENT_TYPES), "every event type needs a topic"
+assert set(COMMAND_TYPES) <= {s.name for s in COMMAND_TOPICS}, "every command needs a topic"
 
 
 def dead_letter_spec(name: str) -> TopicSpec:
@@ -321,6 +351,13 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             f"schemaversion {cls.schema_version}"
         )
         schemas[f"{name}.json"] = schema
+    for name, command in sorted(COMMAND_TYPES.items()):
+        schema = command.model_json_schema()
+        schema["$comment"] = (
+            f"data of commands of type {TYPE_PREFIX}{name} on topic {name}, "
+            f"schemaversion {command.schema_version}"
+        )
+        schemas[f"{name}.json"] = schema
     dead = DeadLetter.model_json_schema()
     dead["$comment"] = f"data of events of type {DEAD_LETTER_TYPE} on the dead-letter topic"
     schemas["deadletter.json"] = dead
@@ -336,8 +373,10 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 def _catalogue_entry(spec: TopicSpec) -> dict[str, Any]:
     if spec in FACT_TOPICS:
         kind, event_type, schema = "fact", TYPE_PREFIX + spec.name, f"{spec.name}.json"
+    elif spec.name in COMMAND_TYPES:
+        kind, event_type, schema = "command", TYPE_PREFIX + spec.name, f"{spec.name}.json"
     elif spec in COMMAND_TOPICS:
-        kind, event_type, schema = "command", None, None  # payloads not specified yet
+        kind, event_type, schema = "command", None, None  # payload not specified yet
     else:
         kind, event_type, schema = "dead-letter", DEAD_LETTER_TYPE, "deadletter.json"
     return {

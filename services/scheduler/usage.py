@@ -19,44 +19,50 @@ Delivery is at least once, so every effect must be idempotent:
   with min/max: applying one twice, or out of order (they travel on different
   topics, so their relative order is not guaranteed), gives the same record.
 
+* ``memory.expired`` stamps ``expired_at`` with min, like the other lifecycle facts.
+
 Times are the events' own times (when the fact happened), never the clock of
 the processor, so replaying the same log yields the same records (issue 4's
-replay test relies on it).
+replay test relies on it). The decayed frequency and the decay rule's vitality
+(services.scheduler.scores) are updated with event times for the same reason.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.scheduler.scores import decay_add
+from services.scheduler.stats import UsageStats as UsageStats  # re-exported
 from shared.schemas.events import (
     EventEnvelope,
     MemoryAccessed,
     MemoryCreated,
     MemoryDeleted,
+    MemoryExpired,
     MemoryUpdated,
 )
 
-# The facts the scheduler keeps statistics from. Others (promoted, demoted,
-# expired) are acknowledged and ignored until the policies of issue 4 use them.
+# The per-cube facts the scheduler keeps statistics from. The namespace-wide
+# ones (promoted, demoted) are the policies' (services.scheduler.engine).
 TRACKED_TOPICS: tuple[str, ...] = (
     MemoryAccessed.topic,
     MemoryCreated.topic,
     MemoryUpdated.topic,
     MemoryDeleted.topic,
+    MemoryExpired.topic,
 )
-Tracked = MemoryAccessed | MemoryCreated | MemoryUpdated | MemoryDeleted
-_MODELS: dict[
-    str, type[MemoryAccessed] | type[MemoryCreated] | type[MemoryUpdated] | type[MemoryDeleted]
-] = {
+Tracked = MemoryAccessed | MemoryCreated | MemoryUpdated | MemoryDeleted | MemoryExpired
+_MODELS: dict[str, type[Tracked]] = {
     MemoryAccessed.topic: MemoryAccessed,
     MemoryCreated.topic: MemoryCreated,
     MemoryUpdated.topic: MemoryUpdated,
     MemoryDeleted.topic: MemoryDeleted,
+    MemoryExpired.topic: MemoryExpired,
 }
+DEFAULT_HALF_LIFE_S = 86_400.0  # SchedulerPolicy.half_life_s
 
 
 class PoisonEvent(ValueError):
@@ -110,7 +116,11 @@ def _max(a: float | None, b: float) -> float:
 
 @dataclass
 class CubeUsage:
-    """What the scheduler knows about one cube. Times are epoch seconds (UTC)."""
+    """What the scheduler knows about one cube. Times are epoch seconds (UTC).
+
+    Fields added later have defaults, so records written by an older version
+    load unchanged (their scores start from what they have).
+    """
 
     cube_id: str
     tenant: str
@@ -126,6 +136,16 @@ class CubeUsage:
     deleted_at: float | None = None
     seen: list[str] = field(default_factory=list)  # recent accessed event ids, newest last
     offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> offset
+    # For the scores (services.scheduler.scores) and the policies.
+    freq: float = 0.0  # decayed access frequency as of freq_at
+    freq_at: float | None = None
+    tier: str | None = None
+    tokens: int | None = None  # memory.created's token estimate
+    expires_at: float | None = None  # TTL
+    expired_at: float | None = None
+    decay_half_life_s: float | None = None  # the lifespan's decay rule
+    vitality: float = 0.0  # decayed with decay_half_life_s, as of vitality_at
+    vitality_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -145,7 +165,22 @@ class CubeUsage:
 
     @property
     def state(self) -> str:
-        return "deleted" if self.deleted_at is not None else "active"
+        if self.deleted_at is not None:
+            return "deleted"
+        return "expired" if self.expired_at is not None else "active"
+
+    @property
+    def born(self) -> float | None:
+        """Creation time; the first access stands in until memory.created arrives."""
+        return self.created_at if self.created_at is not None else self.first_access
+
+    @property
+    def last_edit(self) -> float | None:
+        return self.updated_at if self.updated_at is not None else self.created_at
+
+    @property
+    def session_count(self) -> int:
+        return len(self.sessions)
 
     def view(self, *, capped_at: int | None = None) -> dict[str, Any]:
         """The public JSON view (no dedupe bookkeeping); counts of distinct
@@ -166,10 +201,26 @@ class CubeUsage:
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "deleted_at": _iso(self.deleted_at),
+            "expired_at": _iso(self.expired_at),
+            "tier": self.tier,
+            "expires_at": _iso(self.expires_at),
+            "decay_half_life_s": self.decay_half_life_s,
         }
 
 
 _FIELDS = frozenset(CubeUsage.__dataclass_fields__)
+
+
+def _lifecycle(record: CubeUsage) -> tuple[Any, ...]:
+    return (
+        record.version,
+        record.created_at,
+        record.updated_at,
+        record.deleted_at,
+        record.expired_at,
+        record.tier,
+        record.expires_at,
+    )
 
 
 class UsageProcessor:
@@ -187,10 +238,12 @@ class UsageProcessor:
         *,
         recent_event_ids: int = 8,
         max_tracked_members: int = 256,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
     ) -> None:
         self.state = state
         self.recent_event_ids = recent_event_ids
         self.max_tracked_members = max_tracked_members
+        self.half_life_s = half_life_s
 
     def usage(self, cube_id: str) -> CubeUsage | None:
         data = self.state.get(cube_id)
@@ -268,15 +321,33 @@ class UsageProcessor:
         if isinstance(data, MemoryAccessed):
             return self._accessed(record, event, data, when, position)
         # Lifecycle facts: min/max only, idempotent and order-insensitive.
-        before = (record.version, record.created_at, record.updated_at, record.deleted_at)
+        before = _lifecycle(record)
         record.version = max(record.version, data.version)
         if isinstance(data, MemoryCreated):
-            record.created_at = _min(record.created_at, when)
+            self._created(record, data, when)
         elif isinstance(data, MemoryUpdated):
             record.updated_at = _max(record.updated_at, when)
+        elif isinstance(data, MemoryExpired):
+            record.expired_at = _min(record.expired_at, when)
         else:  # MemoryDeleted: the tombstone is final
             record.deleted_at = _min(record.deleted_at, when)
-        return before != (record.version, record.created_at, record.updated_at, record.deleted_at)
+        return before != _lifecycle(record)
+
+    @staticmethod
+    def _created(record: CubeUsage, data: MemoryCreated, when: float) -> None:
+        first = record.created_at is None
+        record.created_at = _min(record.created_at, when)
+        record.tier = str(data.tier)
+        record.tokens = data.token_estimate
+        record.expires_at = None if data.expires_at is None else _ts(data.expires_at)
+        if first and data.decay_half_life_seconds:
+            # Creation counts as one use (scores.py); only once, so a duplicate
+            # memory.created does not add to it. Accesses applied before the
+            # rule was known are not in it: the cube may expire a little early.
+            record.decay_half_life_s = float(data.decay_half_life_seconds)
+            record.vitality, record.vitality_at = decay_add(
+                record.vitality, record.vitality_at, when, record.decay_half_life_s
+            )
 
     def _accessed(
         self,
@@ -293,6 +364,11 @@ class UsageProcessor:
         if event.id in record.seen:
             return False  # the same event published twice
         record.access_count += 1
+        record.freq, record.freq_at = decay_add(record.freq, record.freq_at, when, self.half_life_s)
+        if record.decay_half_life_s is not None:
+            record.vitality, record.vitality_at = decay_add(
+                record.vitality, record.vitality_at, when, record.decay_half_life_s
+            )
         record.first_access = _min(record.first_access, when)
         record.last_access = _max(record.last_access, when)
         cap = self.max_tracked_members
@@ -309,65 +385,3 @@ class UsageProcessor:
         if position is not None:
             record.offsets[position.source] = position.offset
         return True
-
-
-class UsageStats:
-    """Counters and a latency window of a running processor (for /stats and benches).
-
-    Latency is the time from an event's publication (the Kafka record's
-    timestamp) to the end of the batch that applied it.
-    """
-
-    def __init__(self, window: int = 100_000) -> None:
-        self.received = 0
-        self.applied = 0
-        self.duplicates = 0
-        self.ignored = 0
-        self.dead_lettered = 0
-        self.batches = 0
-        self.first_at: float | None = None  # wall clock of the first batch
-        self.last_at: float | None = None
-        self._latency_ms: deque[float] = deque(maxlen=window)
-
-    def record(self, result: BatchResult, received: int, now: float) -> None:
-        self.received += received
-        self.applied += result.applied
-        self.duplicates += result.duplicates
-        self.ignored += result.ignored
-        self.batches += 1
-        if self.first_at is None:
-            self.first_at = now
-        self.last_at = now
-
-    def observe_latency(self, published_at: Sequence[float], now: float) -> None:
-        self._latency_ms.extend((now - t) * 1000.0 for t in published_at)
-
-    def reset_latency(self) -> None:
-        self._latency_ms.clear()
-
-    def percentile(self, q: float) -> float | None:
-        if not self._latency_ms:
-            return None
-        ordered = sorted(self._latency_ms)
-        return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
-
-    def as_dict(self, *, latency: bool = True) -> dict[str, Any]:
-        """Counters, and latency percentiles if ``latency`` (that sorts the window:
-        pollers that only watch progress should leave it out)."""
-        body: dict[str, Any] = {
-            "received": self.received,
-            "applied": self.applied,
-            "duplicates": self.duplicates,
-            "ignored": self.ignored,
-            "dead_lettered": self.dead_lettered,
-            "batches": self.batches,
-            "first_batch_at": self.first_at,
-            "last_batch_at": self.last_at,
-        }
-        if latency:
-            body["latency_ms"] = {
-                "p50": self.percentile(50),
-                "p99": self.percentile(99),
-                "window": len(self._latency_ms),
-            }
-        return body

@@ -39,6 +39,12 @@ class MemoryCreated(EventData):
     event_time: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     principal: str | None = None
+    decay_half_life_seconds: int | None = Field(
+        default=None, description="the lifespan's decay rule, if any (the scheduler applies it)"
+    )
+    token_estimate: int | None = Field(
+        default=None, ge=0, description="approximate tokens of the text (KV cache budgets)"
+    )
 
 
 class MemoryUpdated(EventData):

@@ -33,7 +33,9 @@ def test_every_event_type_has_exactly_one_declared_topic() -> None:
     assert {s.name for s in FACT_TOPICS} == set(EVENT_TYPES)
     assert {s.name for s in COMMAND_TOPICS} == {
         "commands.activation.build",
+        "commands.activation.evict",
         "commands.adapter.train",
+        "commands.adapter.retire",
         "commands.memory.expire",
     }
     assert names[-1] == "memgrid.deadletter"
