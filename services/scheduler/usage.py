@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.scheduler.scores import decay_add
+from services.scheduler.scores import Scores, decay_add
 from services.scheduler.stats import UsageStats as UsageStats  # re-exported
 from shared.schemas.events import (
     EventEnvelope,
@@ -182,10 +182,18 @@ class CubeUsage:
     def session_count(self) -> int:
         return len(self.sessions)
 
-    def view(self, *, capped_at: int | None = None) -> dict[str, Any]:
+    def view(
+        self,
+        *,
+        capped_at: int | None = None,
+        scores: Scores | None = None,
+        decisions: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """The public JSON view (no dedupe bookkeeping); counts of distinct
-        members read "at least" once they reach ``capped_at``."""
-        return {
+        members read "at least" once they reach ``capped_at``. ``scores`` (as of
+        some time) and ``decisions`` (the journal's entries) are added when given:
+        that is the explain view (services.scheduler.engine.explain)."""
+        body: dict[str, Any] = {
             "cube_id": self.cube_id,
             "tenant": self.tenant,
             "namespace": self.namespace,
@@ -206,6 +214,11 @@ class CubeUsage:
             "expires_at": _iso(self.expires_at),
             "decay_half_life_s": self.decay_half_life_s,
         }
+        if scores is not None:
+            body["scores"] = scores.view()
+        if decisions is not None:
+            body["decisions"] = decisions
+        return body
 
 
 _FIELDS = frozenset(CubeUsage.__dataclass_fields__)

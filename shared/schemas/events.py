@@ -83,6 +83,9 @@ class MemoryPromoted(EventData):
     to_tier: Tier
     target_id: str = Field(description="the KV cache or adapter id")
     reason: str
+    command_id: str | None = Field(
+        default=None, description="the scheduler's command this carries out, if any"
+    )
 
 
 class MemoryDemoted(EventData):
@@ -92,6 +95,9 @@ class MemoryDemoted(EventData):
     to_tier: Tier
     target_id: str
     reason: str
+    command_id: str | None = Field(
+        default=None, description="the scheduler's command this carries out, if any"
+    )
 
 
 class MemoryExpired(EventData):
