@@ -8,25 +8,37 @@ HTTP and Kafka in distributed mode.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from services.interface.app import create_app
+from services.scheduler.inproc import start_scheduler
 from services.vault.factory import build_vault
 from shared.adapters import create_event_bus
+from shared.schemas.memcube import utcnow
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
 
-def build_embedded(settings: Settings) -> tuple[FastAPI, Callable[[], None]]:
-    """Returns the public app and a function that stops everything it started."""
+def build_embedded(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow
+) -> tuple[FastAPI, Callable[[], None]]:
+    """Returns the public app and a function that stops everything it started.
+    ``clock`` is the vault's and the scheduler's (tests pass a simulated one)."""
     setup_tracing(settings.telemetry, "embedded")
     bus = create_event_bus(settings.bus)
-    vault = build_vault(settings, bus=bus)
+    vault = build_vault(settings, bus=bus, clock=clock)
     vault.start()
     app = create_app(settings, vault)
+    # Usage, policies and expiry on the same bus; its state in data_dir/scheduler.db.
+    scheduler = start_scheduler(
+        bus, settings.scheduler, settings.data_dir, vault=vault, clock=clock
+    )
+    app.state.scheduler = scheduler  # explain (GET /v1/memories/{id}/usage) reads it
 
     def close() -> None:
+        scheduler.close()  # first: its last tick may still call the vault
         vault.close()
         bus.close()
 

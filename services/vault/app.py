@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 
 from services.vault.service import Vault
 from shared.errors import NotFound, Unauthorized
@@ -33,6 +33,15 @@ from shared.schemas.api import (
     SearchResponse,
     TenantCreate,
     TenantCreated,
+)
+from shared.schemas.lifecycle_api import (
+    MAX_NEAR,
+    ExpireDueRequest,
+    ExpireDueResponse,
+    MergeRequest,
+    NearDuplicate,
+    NearDuplicatesResponse,
+    TransitionRequest,
 )
 from shared.schemas.memcube import MemCube
 from shared.settings import Settings
@@ -129,6 +138,30 @@ def _router(token: str | None) -> APIRouter:
     @r.post("/search")
     def search(body: SearchRequest, caller: CallerDep, vault: VaultDep) -> SearchResponse:
         return vault.search(caller, body)
+
+    # System operations (the scheduler's): the tenant is in the path, no caller.
+    @r.post("/lifecycle/expire-due")
+    def expire_due(body: ExpireDueRequest, vault: VaultDep) -> ExpireDueResponse:
+        return ExpireDueResponse(expired=vault.expire_due(body.now, body.limit))
+
+    @r.post("/tenants/{tenant}/memories/{cube_id}/transition")
+    def transition(tenant: str, cube_id: str, body: TransitionRequest, vault: VaultDep) -> MemCube:
+        return vault.transition(tenant, cube_id, body.to, body.reason)
+
+    @r.post("/tenants/{tenant}/merges", status_code=201)
+    def merge(tenant: str, body: MergeRequest, vault: VaultDep) -> MemCube:
+        return vault.merge(tenant, body.cube_ids, body.reason)
+
+    @r.get("/tenants/{tenant}/memories/{cube_id}/near-duplicates")
+    def near_duplicates(
+        tenant: str,
+        cube_id: str,
+        vault: VaultDep,
+        threshold: Annotated[float, Query(ge=-1.0, le=1.0)],
+        limit: Annotated[int, Query(ge=1, le=MAX_NEAR)] = 5,
+    ) -> NearDuplicatesResponse:
+        found = vault.near_duplicates(tenant, cube_id, threshold, limit)
+        return NearDuplicatesResponse(duplicates=[NearDuplicate(id=i, score=s) for i, s in found])
 
     return r
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from services.vault.lifecycle_ops import LifecycleOps
 from services.vault.outbox import OutboxRelay
 from services.vault.retrieval import Retriever
 from shared.errors import NotFound, ValidationFailed
@@ -81,6 +82,7 @@ class Vault:
         self._clock = clock
         self._retriever = Retriever(store, embedder, settings.search)
         self.relay = OutboxRelay(store, bus)
+        self._lifecycle = LifecycleOps(store, embedder, clock, self.relay.kick, SOURCE)
 
     # --- lifecycle of the service object -------------------------------------
 
@@ -272,7 +274,24 @@ class Vault:
             tenant=caller.tenant,
             namespace=cube.namespace,
             traceparent=current_traceparent(),
+            time=self._clock(),  # the injected clock: simulated time reaches consumers
         )
+
+    # --- lifecycle (system operations: the scheduler's, for every tenant) ---------
+
+    def expire_due(self, now: datetime, limit: int = 1000) -> list[str]:
+        return self._lifecycle.expire_due(now, limit)
+
+    def transition(self, tenant: str, cube_id: str, to: LifecycleState, reason: str) -> MemCube:
+        return self._lifecycle.transition(tenant, cube_id, to, reason)
+
+    def merge(self, tenant: str, cube_ids: Sequence[str], reason: str) -> MemCube:
+        return self._lifecycle.merge(tenant, cube_ids, reason)
+
+    def near_duplicates(
+        self, tenant: str, cube_id: str, threshold: float, limit: int = 5
+    ) -> list[tuple[str, float]]:
+        return self._lifecycle.near_duplicates(tenant, cube_id, threshold, limit)
 
     # --- reads -----------------------------------------------------------------
 

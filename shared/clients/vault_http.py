@@ -8,7 +8,10 @@ gets a 503 problem, never a 500.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from opentelemetry.propagate import inject
@@ -31,7 +34,14 @@ from shared.schemas.api import (
     TenantCreate,
     TenantCreated,
 )
-from shared.schemas.memcube import MemCube
+from shared.schemas.lifecycle_api import (
+    ExpireDueRequest,
+    ExpireDueResponse,
+    MergeRequest,
+    NearDuplicatesResponse,
+    TransitionRequest,
+)
+from shared.schemas.memcube import LifecycleState, MemCube
 from shared.settings import VaultClientSettings
 
 PREFIX = "/internal/v1"
@@ -119,6 +129,38 @@ class HttpVault:
 
     def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
         return SearchResponse.model_validate(self._call("POST", "/search", caller, req))
+
+    # System operations: no caller; the tenant is part of the path. Bodies are
+    # built unvalidated so that bad input gets the vault's 422 problem, exactly
+    # as an in-process call gets the vault's ValidationFailed.
+
+    def expire_due(self, now: datetime, limit: int = 1000) -> list[str]:
+        data = self._call(
+            "POST",
+            "/lifecycle/expire-due",
+            None,
+            ExpireDueRequest.model_construct(now=now, limit=limit),
+        )
+        return ExpireDueResponse.model_validate(data).expired
+
+    def transition(self, tenant: str, cube_id: str, to: LifecycleState, reason: str) -> MemCube:
+        path = f"/tenants/{_seg(tenant)}/memories/{_seg(cube_id)}/transition"
+        body = TransitionRequest.model_construct(to=to, reason=reason)
+        return MemCube.model_validate(self._call("POST", path, None, body))
+
+    def merge(self, tenant: str, cube_ids: Sequence[str], reason: str) -> MemCube:
+        body = MergeRequest.model_construct(cube_ids=list(cube_ids), reason=reason)
+        return MemCube.model_validate(
+            self._call("POST", f"/tenants/{_seg(tenant)}/merges", None, body)
+        )
+
+    def near_duplicates(
+        self, tenant: str, cube_id: str, threshold: float, limit: int = 5
+    ) -> list[tuple[str, float]]:
+        query = urlencode({"threshold": repr(float(threshold)), "limit": int(limit)})
+        path = f"/tenants/{_seg(tenant)}/memories/{_seg(cube_id)}/near-duplicates?{query}"
+        found = NearDuplicatesResponse.model_validate(self._call("GET", path)).duplicates
+        return [(d.id, d.score) for d in found]
 
     def ready(self) -> None:
         try:

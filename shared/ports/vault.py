@@ -7,6 +7,8 @@ Every call carries the caller's tenant; ids of another tenant raise NotFound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from shared.schemas.api import (
@@ -21,7 +23,7 @@ from shared.schemas.api import (
     SearchResponse,
     TenantCreated,
 )
-from shared.schemas.memcube import MemCube
+from shared.schemas.memcube import LifecycleState, MemCube
 
 
 @runtime_checkable
@@ -40,6 +42,29 @@ class VaultAPI(Protocol):
     def history(self, caller: Caller, cube_id: str) -> list[MemCube]: ...
     def lineage(self, caller: Caller, cube_id: str) -> LineageResponse: ...
     def search(self, caller: Caller, req: SearchRequest) -> SearchResponse: ...
+
+    # System operations (the scheduler's, for every tenant); see docs/lifecycle.md.
+    def expire_due(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Expires (reason "ttl") current cubes whose lifespan ended at or before
+        ``now``, except held ones; one memory.expired per cube, even across
+        concurrent calls. Returns the ids expired."""
+        ...
+
+    def transition(self, tenant: str, cube_id: str, to: LifecycleState, reason: str) -> MemCube:
+        """Moves a cube's lifecycle as shared.lifecycle allows (else IllegalTransition, 409)."""
+        ...
+
+    def merge(self, tenant: str, cube_ids: Sequence[str], reason: str) -> MemCube:
+        """Two or more current, searchable plaintext cubes of one namespace become one
+        new cube; the originals go to ``merged``, linked MERGED_INTO it."""
+        ...
+
+    def near_duplicates(
+        self, tenant: str, cube_id: str, threshold: float, limit: int = 5
+    ) -> list[tuple[str, float]]:
+        """(id, cosine) of other searchable cubes of its namespace at or above ``threshold``."""
+        ...
+
     def ready(self) -> None:
         """Raises shared.errors.Unavailable when a dependency is down."""
         ...
