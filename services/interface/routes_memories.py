@@ -100,8 +100,11 @@ def memory_history(memory_id: str, caller: CallerDep, vault: VaultDep) -> Histor
 @router.get(
     "/v1/memories/{memory_id}/lineage",
     response_model=LineageResponse,
-    summary="Provenance edges of a memory (VERSION_OF, DERIVED_FROM, ...)",
+    summary="Provenance edges of a memory (VERSION_OF, MERGED_INTO, DERIVED_FROM, ...)",
     responses=_READ,
 )
 def memory_lineage(memory_id: str, caller: CallerDep, vault: VaultDep) -> LineageResponse:
+    """Every edge touching any version of the memory. For a memory made by a merge
+    this lists a ``MERGED_INTO`` edge from each original (``id@version``); the
+    originals stay readable, in lifecycle state ``merged``."""
     return vault.lineage(caller, check_id(memory_id, "memory"))
