@@ -214,10 +214,12 @@ class LifecycleOps:
         _check_mergeable(cubes, now)
         primary = max(cubes, key=lambda c: (c.event_time or c.updated_at, len(c.text or "")))
         merged = self._merged_cube(tenant, cubes, primary, why, now)
-        batch = WriteBatch(
-            cubes=[CubeWrite(cube=merged, embedding=self._vector(primary))],
-            events=[self._event(merged, _created(merged), now)],
-        )
+        parts = [
+            WriteBatch(
+                cubes=[CubeWrite(cube=merged, embedding=self._vector(primary))],
+                events=[self._event(merged, _created(merged), now)],
+            )
+        ]
         for c in cubes:
             new = _next(c, lifecycle.transition(c.lifecycle, LifecycleState.merged, why, now), now)
             updated = MemoryUpdated(
@@ -227,13 +229,13 @@ class LifecycleOps:
                 changed=["lifecycle"],
                 principal=SYSTEM_PRINCIPAL,
             )
-            part = self._batch(c, new, None, updated, now)
-            part.edges.append(
+            parts.append(self._batch(c, new, None, updated, now))
+            parts[-1].edges.append(
                 Edge(
                     kind=EdgeKind.MERGED_INTO, src=c.ref, dst=merged.ref, created_at=now, reason=why
                 )
             )
-            batch = _combine([batch, part])
+        batch = _combine(parts)
         self._store.write(batch)
         self._committed()
         return merged
