@@ -181,15 +181,17 @@ class SchedulerPolicy(_Group):
 
     half_life_s: float = Field(default=86_400, gt=0, description="decayed access frequency")
     recency_half_life_s: float = Field(default=3_600, gt=0, description="hotness recency bonus")
-    recency_weight: float = Field(default=1.0, ge=0, description="recency bonus at age 0")
+    recency_weight: float = Field(default=0.5, ge=0, description="recency bonus at age 0")
     stable_age_s: float = Field(default=7 * 86_400, gt=0, description="age of a stable cube")
     stable_quiet_s: float = Field(default=3 * 86_400, gt=0, description="time since last edit")
     stable_sessions: int = Field(default=3, ge=1, description="distinct sessions that used it")
-    hot_min_hotness: float = Field(default=2.0, gt=0, description="to enter a namespace's hot set")
+    hot_min_hotness: float = Field(default=3.0, gt=0, description="to enter a namespace's hot set")
     hot_min_cubes: int = Field(default=4, ge=1, description="smallest hot set worth a KV cache")
     token_budget: int = Field(default=2_048, ge=1, description="tokens of one KV cache")
     tokens_per_cube: int = Field(default=64, ge=1, description="when memory.created has none")
-    rebuild_jaccard: float = Field(default=0.7, ge=0, le=1, description="rebuild below this")
+    rebuild_jaccard: float = Field(
+        default=0.7, ge=0, le=1, description="hotness-weighted Jaccard; rebuild below it"
+    )
     build_cooldown_s: float = Field(default=3_600, ge=0, description="between two cache builds")
     evict_max_hotness: float = Field(default=0.5, ge=0, description="cache colder: evicted")
     train_min_stability: float = Field(default=0.9, ge=0, le=1, description="to be trained")

@@ -72,11 +72,14 @@ def plan_activation(
         why += "; no KV cache yet"
     else:
         replaces, cache = current
-        overlap = jaccard(set(cache["cube_ids"]), set(chosen))
-        if overlap >= policy.rebuild_jaccard:
+        cached = set(cache["cube_ids"])
+        overlap = jaccard(cached, set(chosen), hot)
+        # A hot set inside the cache is served by it already (the set shrinks as
+        # the namespace cools): leave it to eviction rather than rebuild smaller.
+        if overlap >= policy.rebuild_jaccard or cached.issuperset(chosen):
             return []
         numbers["jaccard"] = overlap
-        why += f"; Jaccard {overlap:.2f} < {policy.rebuild_jaccard} with cache {replaces}"
+        why += f"; weighted Jaccard {overlap:.2f} < {policy.rebuild_jaccard} with {replaces}"
     return [
         Decision.make(
             Kind.activate,

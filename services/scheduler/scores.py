@@ -132,8 +132,24 @@ class Scores:
         }
 
 
-def jaccard(a: set[str] | frozenset[str], b: set[str] | frozenset[str]) -> float:
-    """Overlap of two cube sets (1 = same set); how far a hot set has moved."""
+def jaccard(
+    a: set[str] | frozenset[str],
+    b: set[str] | frozenset[str],
+    weight: dict[str, float] | None = None,
+) -> float:
+    """Overlap of two cube sets (1 = same set): how far a hot set has moved.
+
+    With ``weight`` (hotness), each cube counts by its weight: the share of the
+    namespace's use that both sets serve. Plain Jaccard counts swapping the
+    32nd and 33rd hottest cube (near-equal, and swapping back and forth with
+    sampling noise) like losing the hottest one; weighted, such churn at the
+    edge of the budget barely moves it, while a real shift of the workload does.
+    """
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    if weight is None:
+        return len(a & b) / len(a | b)
+    union = sum(weight.get(c, 0.0) for c in a | b)
+    if union <= 0.0:
+        return 1.0
+    return sum(weight.get(c, 0.0) for c in a & b) / union

@@ -87,6 +87,7 @@ class Member:
 
 _MEMBER_FIELDS = tuple(Member.__dataclass_fields__)
 IDX_FREQ, IDX_FREQ_AT, IDX_LAST = 0, 1, 2  # positions in a member row (hot loops)
+IDX_CREATED = _MEMBER_FIELDS.index("created_at")
 IDX_TOKENS = _MEMBER_FIELDS.index("tokens")
 
 
@@ -140,7 +141,7 @@ class Space:
             return False
         self.members[cube] = row
         created = usage.created_at is not None
-        if created and (old is None or old[3] is None) and usage.tier == Tier.plaintext:
+        if created and (old is None or old[IDX_CREATED] is None) and usage.tier == Tier.plaintext:
             self.dedupe.append(cube)  # new: check it for near-duplicates at the next tick
         if usage.updated_at is not None:
             for kind in ("caches", "adapters"):
