@@ -71,8 +71,12 @@ def accessed(
     return event.model_copy(update={"id": _id("accessed", cube, at.isoformat(), n)})
 
 
-def updated(cube: str, ns: str, at: datetime, version: int = 2) -> EventEnvelope:
-    data = MemoryUpdated(cube_id=cube, version=version, previous_version=version - 1, changed=[])
+def updated(
+    cube: str, ns: str, at: datetime, version: int = 2, changed: Sequence[str] = ("text",)
+) -> EventEnvelope:
+    data = MemoryUpdated(
+        cube_id=cube, version=version, previous_version=version - 1, changed=list(changed)
+    )
     event = make_event(data, source="/test", tenant=TENANT, namespace=ns, time=at)
     return event.model_copy(update={"id": _id("updated", cube, version)})
 

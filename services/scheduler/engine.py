@@ -272,6 +272,7 @@ class Scheduler:
                 log.warning("expiring %s failed: %s", cube, exc)
                 continue
             space.forget([cube], "expired")
+            self._retire([cube], "expired")
             result.decisions.append(decision)
 
     def _merge(self, space: Space, now: float, result: TickResult) -> None:
@@ -303,6 +304,17 @@ class Scheduler:
             )
             result.decisions.append(replace(decision, target_id=merged.id))  # the new cube
             space.forget(ids, "merged")
+            self._retire(ids, "merged")
+
+    def _retire(self, cube_ids: Sequence[str], state: str) -> None:
+        """Marks cubes the scheduler took out of play, so that their later events
+        (a lifecycle memory.updated) do not bring them back into the namespace.
+        (Distributed mode: a write to the cube table from the namespace's worker.)"""
+        for cube in cube_ids:
+            record = self.usage.usage(cube)
+            if record is not None and record.retired is None:
+                record.retired = state
+                self.cubes[cube] = record.to_dict()
 
     # --- explain -----------------------------------------------------------------
 

@@ -146,6 +146,7 @@ class CubeUsage:
     decay_half_life_s: float | None = None  # the lifespan's decay rule
     vitality: float = 0.0  # decayed with decay_half_life_s, as of vitality_at
     vitality_at: float | None = None
+    retired: str | None = None  # "merged" / "expired": set by the scheduler's own decisions
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -167,7 +168,9 @@ class CubeUsage:
     def state(self) -> str:
         if self.deleted_at is not None:
             return "deleted"
-        return "expired" if self.expired_at is not None else "active"
+        if self.expired_at is not None:
+            return "expired"
+        return self.retired or "active"
 
     @property
     def born(self) -> float | None:
@@ -339,7 +342,10 @@ class UsageProcessor:
         if isinstance(data, MemoryCreated):
             self._created(record, data, when)
         elif isinstance(data, MemoryUpdated):
-            record.updated_at = _max(record.updated_at, when)
+            # A lifecycle move (the vault's transition or merge) is not an edit of
+            # the content: it must not invalidate adapters or reset stability.
+            if set(data.changed) != {"lifecycle"}:
+                record.updated_at = _max(record.updated_at, when)
         elif isinstance(data, MemoryExpired):
             record.expired_at = _min(record.expired_at, when)
         else:  # MemoryDeleted: the tombstone is final

@@ -223,6 +223,15 @@ def test_near_duplicates_are_merged_on_creation() -> None:
     assert merge.kind == Kind.merge and merge.cube_ids == ("m2", "m1")
     assert merge.target_id == "merged-m2+m1" and "m1=0.970 >= 0.95" in merge.reason
     assert set(sched.spaces["ns"]["members"]) == {"m3"}
+    # The vault's lifecycle updates of the originals do not bring them back.
+    at = T0 + timedelta(minutes=2)
+    feed(
+        sched,
+        updated("m1", "ns", at, changed=["lifecycle"]),
+        updated("m2", "ns", at, 2, ["lifecycle"]),
+    )
+    assert set(sched.spaces["ns"]["members"]) == {"m3"}
+    assert sched.usage.usage("m1").state == "merged"  # type: ignore[union-attr]
     assert sched.tick(T0 + timedelta(minutes=3)).decisions == []  # checked once
 
 
