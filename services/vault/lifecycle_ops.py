@@ -54,6 +54,7 @@ from shared.schemas.memcube import (
     PlaintextPayload,
 )
 from shared.telemetry import current_traceparent, traced
+from shared.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,9 @@ def _created(cube: MemCube) -> MemoryCreated:
         event_time=cube.event_time,
         expires_at=cube.governance.lifespan.expires_at,
         principal=SYSTEM_PRINCIPAL,
+        # For the scheduler's KV cache budget and decay rule, as on a client's write.
+        token_estimate=estimate_tokens(cube.text),
+        decay_half_life_seconds=cube.governance.lifespan.decay_half_life_seconds,
     )
 
 

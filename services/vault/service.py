@@ -60,6 +60,7 @@ from shared.schemas.memcube import (
 from shared.security import generate_api_key
 from shared.settings import Settings
 from shared.telemetry import current_traceparent, traced
+from shared.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 SOURCE = "/memgrid/vault"
@@ -174,6 +175,9 @@ class Vault:
                         event_time=cube.event_time,
                         expires_at=cube.governance.lifespan.expires_at,
                         principal=caller.principal,
+                        # For the scheduler's KV cache budget and decay rule.
+                        token_estimate=estimate_tokens(draft.text),
+                        decay_half_life_seconds=cube.governance.lifespan.decay_half_life_seconds,
                     ),
                 )
             )
