@@ -46,6 +46,12 @@ class GraphSettings(_Group):
     user: str = "neo4j"
     password: SecretStr = SecretStr("")
     database: str = "neo4j"
+    shard_min_vectors: int = Field(
+        default=10_000,
+        ge=0,
+        description="Neo4j: a namespace with this many searchable vectors gets its own "
+        "vector index (0: never); see services/vault/stores/neo4j_shards.py",
+    )
 
 
 class BlobSettings(_Group):

@@ -47,7 +47,8 @@ from neo4j.exceptions import (
 from services.vault.stores import neo4j_schema as schema
 from services.vault.stores.neo4j_queries import Unmatchable, filter_cypher, lucene_query
 from services.vault.stores.neo4j_search import text_search_tx, vector_search_tx
-from services.vault.stores.neo4j_write import plan_batch, write_batch
+from services.vault.stores.neo4j_shards import ShardKeeper
+from services.vault.stores.neo4j_write import plan_batch, searchable_counts, write_batch
 from shared.errors import ConfigError, Conflict, Unavailable
 from shared.ports.graph import OutboxItem, Scored, WriteBatch
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
@@ -96,6 +97,7 @@ class Neo4jGraphStore:
         retry_time_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         pool_size: int = 64,
+        shard_min_vectors: int = 10_000,
     ) -> None:
         if dimension < 1:
             raise ValueError(f"embedding dimension must be positive, got {dimension}")
@@ -121,6 +123,13 @@ class Neo4jGraphStore:
         self._schema_ready = False
         self._down = False  # set when a call found Neo4j unreachable
         self._pass_rates = _RateMemo(_RATE_MEMO_SIZE)
+        self._shards = ShardKeeper(
+            dimension,
+            read=self._read,
+            write=self._write,
+            schema=self._schema_statement,
+            min_vectors=shard_min_vectors,
+        )
         try:
             self._ensure_schema()
         except Unavailable as exc:
@@ -137,6 +146,7 @@ class Neo4jGraphStore:
             user=settings.user,
             password=settings.password.get_secret_value(),
             database=settings.database,
+            shard_min_vectors=settings.shard_min_vectors,
         )
 
     # --- plumbing ----------------------------------------------------------------
@@ -203,6 +213,16 @@ class Neo4jGraphStore:
 
     def _write(self, fn: Callable[..., R], **kwargs: Any) -> R:
         return self._managed(fn, True, **kwargs)
+
+    def _schema_statement(self, stmt: str, params: dict[str, Any]) -> None:
+        """One auto-commit statement (index DDL cannot share a transaction with data)."""
+        self._ensure_schema()
+        with self._errors() as driver, driver.session(database=self.database) as session:
+            session.run(stmt, params).consume()
+
+    def wait_for_shards(self, timeout: float = 600.0) -> None:
+        """Blocks until pending namespace index moves are done (tests, benchmarks)."""
+        self._shards.wait_idle(timeout)
 
     def _probe(self) -> None:
         """``RETURN 1`` without retries; clears the down flag when it succeeds."""
@@ -289,6 +309,7 @@ class Neo4jGraphStore:
         plan = plan_batch(batch, self.dimension)
         if not plan.empty:
             self._write(write_batch, plan=plan)
+            self._shards.note_written(searchable_counts(plan))
 
     # --- reads ---------------------------------------------------------------------
 
@@ -394,16 +415,15 @@ class Neo4jGraphStore:
         # The filters' values belong in the key: tags_any=["rare"] and ["common"]
         # share their Cypher but not their pass rates.
         key = (tenant, tuple(sorted(params["namespaces"])), json.dumps(fparams, sort_keys=True))
-        hits, rate = self._read(
+        hits = self._read(
             vector_search_tx,
             params=params,
             where=where,
             k=int(k),
             dimension=self.dimension,
-            pass_rate=self._pass_rates.get(key),
+            rates=self._pass_rates,
+            rate_key=json.dumps(key),
         )
-        if rate is not None:
-            self._pass_rates.put(key, rate)
         return [Scored(cid, score) for cid, score in hits]
 
     def text_search(
@@ -493,6 +513,8 @@ class Neo4jGraphStore:
         self._ensure_schema()
 
     def close(self) -> None:
+        self._shards.close()
+        self._shards.wait_idle(30.0)
         driver, self._driver = self._driver, None
         if driver is not None:
             driver.close()
@@ -508,16 +530,16 @@ class _RateMemo:
     def __init__(self, size: int) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._rates: OrderedDict[tuple[str, tuple[str, ...], str], float] = OrderedDict()
+        self._rates: OrderedDict[str, float] = OrderedDict()
 
-    def get(self, key: tuple[str, tuple[str, ...], str]) -> float | None:
+    def get(self, key: str) -> float | None:
         with self._lock:
             rate = self._rates.get(key)
             if rate is not None:
                 self._rates.move_to_end(key)
             return rate
 
-    def put(self, key: tuple[str, tuple[str, ...], str], rate: float) -> None:
+    def put(self, key: str, rate: float) -> None:
         with self._lock:
             old = self._rates.get(key)
             # Smoothed, so one odd query does not swing the next one's k'.

@@ -23,6 +23,11 @@ is answered one of two ways, chosen per query:
   cheaper, and exact. Results of the index path are
   approximate (HNSW recall, measured by the benchmark); scores are exact cosines.
 
+A namespace large enough to have its own index (neo4j_shards) is searched in
+that index, where nearly every neighbour passes, so k' stays close to k; the
+caller's other namespaces go through the shared index as above, and the lists
+are merged by score.
+
 Neo4j's cosine scores are (1 + cos) / 2; the port promises cosine, so they are
 mapped back with 2s - 1.
 
@@ -45,6 +50,7 @@ from neo4j import ManagedTransaction
 
 from services.vault.stores.neo4j_queries import scope_cypher
 from services.vault.stores.neo4j_schema import CUBE, TEXT_INDEX, vector_index, vector_label
+from services.vault.stores.neo4j_shards import READY, shard_index, shards_of
 
 # Scoring a node in Cypher costs ~20 us (reading its float32[384]), so a scan of
 # SCAN_MAX nodes costs about one vector-index query at 100k vectors.
@@ -71,21 +77,73 @@ def first_round(k: int, pass_rate: float | None) -> int:
     return max(k + 16, math.ceil(1.2 * k / max(pass_rate, 1e-6)) + 16)
 
 
+RateMemo = Any  # neo4j_graph._RateMemo: get(key) / put(key, rate), thread-safe
+
+
 def vector_search_tx(
     tx: ManagedTransaction,
     params: dict[str, Any],
     where: str,
     k: int,
     dimension: int,
-    pass_rate: float | None = None,
-) -> tuple[list[tuple[str, float]], float | None]:
-    """Top ``k`` and the pass rate observed in the index (None when it was not used).
+    rates: RateMemo,
+    rate_key: str,
+) -> list[tuple[str, float]]:
+    """Top ``k`` over the caller's namespaces.
 
     ``params`` holds tenant, namespaces, vector and the filters' parameters;
-    ``where`` is the filters' Cypher (`` AND ...`` on ``c``, or empty).
+    ``where`` is the filters' Cypher (`` AND ...`` on ``c``, or empty). Namespaces
+    with their own index (neo4j_shards) are searched there, one query each; the
+    rest in the shared index; the lists are merged by score. ``rates`` remembers
+    the pass rate per index and scope under keys built from ``rate_key``.
     """
+    namespaces: list[str] = params["namespaces"]
+    shards = shards_of(tx, params["tenant"], namespaces)
+    hits: dict[str, float] = {}
+
+    def add(found: list[tuple[str, float]]) -> None:
+        for cube_id, score in found:
+            if score > hits.get(cube_id, -2.0):
+                hits[cube_id] = score
+
+    for ns, (label, _state) in shards.items():
+        one = {**params, "namespaces": [ns]}
+        key = f"{rate_key}|{label}"
+        found, rate = _index_search(
+            tx,
+            one,
+            f"{scope_cypher('c')} AND c:{label}{where}",
+            k,
+            shard_index(label),
+            rates.get(key),
+        )
+        if rate is not None:
+            rates.put(key, rate)
+        add(found)
+    # Still in the shared index: unsharded namespaces, and what a move has not reached.
+    rest = [ns for ns in namespaces if shards.get(ns, ("", ""))[1] != READY]
+    if rest:
+        key = f"{rate_key}|{vector_label(dimension)}"
+        found, rate = _shared_search(
+            tx, {**params, "namespaces": rest}, where, k, dimension, rates.get(key)
+        )
+        if rate is not None:
+            rates.put(key, rate)
+        add(found)
+    return sorted(hits.items(), key=lambda h: (-h[1], h[0]))[:k]
+
+
+def _shared_search(
+    tx: ManagedTransaction,
+    params: dict[str, Any],
+    where: str,
+    k: int,
+    dimension: int,
+    pass_rate: float | None,
+) -> tuple[list[tuple[str, float]], float | None]:
+    """Exact scan of small namespaces, else the shared index with over-fetch;
+    returns the hits and the pass rate observed in the index (None if unused)."""
     scope = f"{scope_cypher('c')} AND c:{vector_label(dimension)}"
-    cond = scope + where
     # The count ignores the filters on purpose: with them, a selective filter on a
     # large namespace would make this bounded count read every node.
     count = tx.run(
@@ -97,7 +155,19 @@ def vector_search_tx(
     if n == 0:
         return [], None
     if n <= SCAN_MAX:
-        return _scan(tx, params, cond, k), None
+        return _scan(tx, params, scope + where, k), None
+    return _index_search(tx, params, scope + where, k, vector_index(dimension), pass_rate)
+
+
+def _index_search(
+    tx: ManagedTransaction,
+    params: dict[str, Any],
+    cond: str,
+    k: int,
+    index: str,
+    pass_rate: float | None,
+) -> tuple[list[tuple[str, float]], float | None]:
+    """Over-fetch from ``index`` until ``k`` candidates pass ``cond`` (or a scan is cheaper)."""
     kk = first_round(k, pass_rate)
     rate: float | None = None
     while kk <= INDEX_MAX:
@@ -107,7 +177,7 @@ def vector_search_tx(
             f" RETURN size(found) AS fetched, [c IN found WHERE {cond}"
             " | [c.id, vector.similarity.cosine(c.embedding, $vector)]] AS hits",
             params,
-            index=vector_index(dimension),
+            index=index,
             kk=kk,
         ).single()
         if row is None:

@@ -37,10 +37,12 @@ from services.vault.stores.neo4j_schema import (
     COUNTER,
     COUNTER_NAME,
     CUBE,
+    NAMESPACE,
     OUTBOX,
     PENDING,
     vector_label,
 )
+from services.vault.stores.neo4j_shards import REMOVE_SHARD_LABELS
 from shared.errors import BadRequest, Conflict, Unavailable
 from shared.ports.graph import CubeWrite, WriteBatch
 from shared.schemas.memcube import EdgeKind
@@ -49,13 +51,15 @@ ROWS_PER_STATEMENT = 1000
 
 
 def supersede_query(label: str) -> str:
-    # Removing the vector label and the text takes the version out of both indexes;
-    # the vector itself stays on the node with the rest of the history.
+    # Removing the vector label (shared or the namespace's own, see neo4j_shards)
+    # and the text takes the version out of every index; the vector itself stays on
+    # the node with the rest of the history.
     return (
         f"UNWIND $rows AS r MATCH (c:{CUBE} {{id: r.id}})"
         " WHERE c.tenant = r.tenant AND c.is_current = true"
         " AND (r.version IS NULL OR c.version = r.version)"
-        f" SET c.is_current = false REMOVE c:{label}, c.index_text, c.scope"
+        f" SET c.is_current = false REMOVE c:{label}, {REMOVE_SHARD_LABELS},"
+        " c.index_text, c.scope"
     )
 
 
@@ -67,12 +71,17 @@ VERSIONS = (
 
 def create_cubes_query(label: str) -> str:
     # db.create.setNodeVectorProperty stores float32, half the size of a Cypher float
-    # list; the label that puts the node in the vector index goes on searchable ones.
+    # list; the label that puts the node in a vector index goes on searchable ones:
+    # the namespace's own index if it has one (read here, inside the transaction,
+    # so a write follows a move that has just started; see neo4j_shards), else the
+    # shared one.
     return (
         f"UNWIND $rows AS r CREATE (c:{CUBE}) SET c = r.props"
         " WITH c, r WHERE r.vector IS NOT NULL"
         " CALL db.create.setNodeVectorProperty(c, 'embedding', r.vector)"
-        f" WITH c, r WHERE r.searchable SET c:{label}"
+        " WITH c, r WHERE r.searchable"
+        f" OPTIONAL MATCH (n:{NAMESPACE} {{id: c.namespace}}) WHERE n.tenant = c.tenant"
+        f" SET c:$(coalesce(n.vector_shard, '{label}'))"
     )
 
 
@@ -206,6 +215,17 @@ def plan_batch(batch: WriteBatch, dimension: int) -> Plan:
         for e in batch.events
     ]
     return plan
+
+
+def searchable_counts(plan: Plan) -> dict[tuple[str, str], int]:
+    """Searchable vectors the plan adds, per (tenant, namespace): what decides when
+    a namespace gets its own vector index (neo4j_shards)."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in plan.cubes:
+        if row["searchable"]:
+            key = (row["props"]["tenant"], row["props"]["namespace"])
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def write_batch(tx: ManagedTransaction, plan: Plan) -> None:
