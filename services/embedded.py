@@ -16,6 +16,7 @@ from services.interface.app import create_app
 from services.scheduler.inproc import start_scheduler
 from services.vault.factory import build_vault
 from shared.adapters import create_event_bus
+from shared.clients.scheduler_inproc import InProcessScheduler
 from shared.schemas.memcube import utcnow
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
@@ -30,12 +31,13 @@ def build_embedded(
     bus = create_event_bus(settings.bus)
     vault = build_vault(settings, bus=bus, clock=clock)
     vault.start()
-    app = create_app(settings, vault)
     # Usage, policies and expiry on the same bus; its state in data_dir/scheduler.db.
     scheduler = start_scheduler(
         bus, settings.scheduler, settings.data_dir, vault=vault, clock=clock
     )
-    app.state.scheduler = scheduler  # explain (GET /v1/memories/{id}/usage) reads it
+    # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
+    app = create_app(settings, vault, InProcessScheduler(scheduler))
+    app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
 
     def close() -> None:
         scheduler.close()  # first: its last tick may still call the vault

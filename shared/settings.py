@@ -221,10 +221,20 @@ class SchedulerSettings(_Group):
     ``policy`` holds the scores' and policies' parameters (docs/scheduler.md);
     ``namespaces`` overrides some of them per namespace, e.g.
     ``MEMGRID_SCHEDULER__NAMESPACES='{"ns_1": {"train_min_batch": 8}}'``.
+
+    ``url`` and ``timeout_s`` are the client side: where the interface (and
+    ``memgrid scheduler explain``) reach that web server in distributed mode.
+    Empty means ``http://127.0.0.1:<web_port>`` (see ``web_url``).
     """
 
     app_id: str = Field(default="memgrid-scheduler", pattern=_APP_ID)
     web_port: int = Field(default=6066, ge=1, le=65535)
+    url: str = Field(
+        default="", description="the scheduler's web server, e.g. http://scheduler-host:6066"
+    )
+    timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="per request to the scheduler's web server"
+    )
     batch_size: int = Field(
         default=1000,
         ge=1,
@@ -264,6 +274,17 @@ class SchedulerSettings(_Group):
             except ValidationError as exc:  # an unknown field or a bad value
                 raise ValueError(f"namespaces[{namespace!r}]: {exc}") from None
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return v
+
+    def web_url(self) -> str:
+        """``url``, or the web server of a scheduler on this machine."""
+        return self.url or f"http://127.0.0.1:{self.web_port}"
 
     def policy_for(self, namespace: str | None) -> SchedulerPolicy:
         """The policy of ``namespace``: the defaults with its overrides applied."""

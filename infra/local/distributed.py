@@ -152,6 +152,7 @@ def service_env(cfg: Config, service: str) -> dict[str, str]:
         env["MEMGRID_PORT"] = str(cfg.ports[service])
     if service == "interface":
         env["MEMGRID_VAULT__URL"] = cfg.url("vault")
+        env["MEMGRID_SCHEDULER__URL"] = cfg.url("scheduler")  # GET /v1/memories/{id}/usage
         env["MEMGRID_ADMIN_KEY"] = sec["admin_key"]
     if service == "scheduler":
         env["MEMGRID_SCHEDULER__WEB_PORT"] = str(cfg.ports["scheduler"])

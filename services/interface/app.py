@@ -18,7 +18,9 @@ from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
 from services.interface.reader import MemReader
 from services.interface.tracing import TracingMiddleware
+from shared.clients.scheduler_inproc import NoScheduler
 from shared.http_problems import install_problem_handlers
+from shared.ports.scheduler import SchedulerAPI
 from shared.ports.vault import VaultAPI
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
@@ -38,8 +40,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         close()
 
 
-def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
-    """The API v1 app over ``vault``. Raises ConfigError for unknown backends."""
+def create_app(
+    settings: Settings, vault: VaultAPI, scheduler: SchedulerAPI | None = None
+) -> FastAPI:
+    """The API v1 app over ``vault``, with ``scheduler`` for memory usage (without
+    one, every memory reads as not yet tracked). Raises ConfigError for unknown
+    backends."""
     setup_tracing(settings.telemetry, "interface")
     app = FastAPI(
         title="memgrid",
@@ -52,6 +58,8 @@ def create_app(settings: Settings, vault: VaultAPI) -> FastAPI:
     )
     app.state.settings = settings
     app.state.vault = vault
+    # Not app.state.scheduler: embedded mode keeps the scheduler itself there.
+    app.state.scheduler_api = scheduler if scheduler is not None else NoScheduler()
     app.state.reader = MemReader(context_window=settings.search.context_window)
     app.state.extractor = build_extractor(settings.extractor)
 

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from services.interface.extractors import Extractor
 from services.interface.reader import MemReader
+from shared.ports.scheduler import SchedulerAPI
 from shared.ports.vault import VaultAPI
 from shared.settings import Settings
 
@@ -52,6 +53,11 @@ def get_vault(request: Request) -> VaultAPI:
     return vault
 
 
+def get_scheduler(request: Request) -> SchedulerAPI:
+    scheduler: SchedulerAPI = request.app.state.scheduler_api
+    return scheduler
+
+
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -68,6 +74,7 @@ def get_extractor(request: Request) -> Extractor:
 
 
 VaultDep = Annotated[VaultAPI, Depends(get_vault)]
+SchedulerDep = Annotated[SchedulerAPI, Depends(get_scheduler)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReaderDep = Annotated[MemReader, Depends(get_reader)]
 ExtractorDep = Annotated[Extractor, Depends(get_extractor)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.clients.scheduler_http import HttpScheduler
 from shared.clients.vault_http import HttpVault
 from shared.errors import ConfigError
 from shared.settings import Settings
@@ -17,9 +18,14 @@ def serve(settings: Settings) -> None:
             "the interface service needs the vault's URL: MEMGRID_VAULT__URL=http://host:port"
         )
     vault = HttpVault(settings.vault)
-    app = create_app(settings, vault)
+    # Memory usage (GET /v1/memories/{id}/usage) from the scheduler's web server;
+    # a scheduler that is down only makes that route answer 503.
+    scheduler = HttpScheduler(settings.scheduler)
+    app = create_app(settings, vault, scheduler)
     print(f"memgrid interface on http://{settings.host}:{settings.port}", flush=True)
+    print(f"  vault {settings.vault.url}, scheduler {scheduler.url}", flush=True)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
+        scheduler.close()
         vault.close()

@@ -1,14 +1,24 @@
-"""Memories: create (text or a conversation), get, patch, delete, history, lineage."""
+"""Memories: create (text or a conversation), get, patch, delete, history, lineage, usage."""
 
 from __future__ import annotations
 
 import logging
 
 from fastapi import APIRouter, Response
+from pydantic import ValidationError
 
 from services.interface.auth import CallerDep
-from services.interface.deps import ExtractorDep, ReaderDep, SettingsDep, StrictJSONRoute, VaultDep
+from services.interface.deps import (
+    ExtractorDep,
+    ReaderDep,
+    SchedulerDep,
+    SettingsDep,
+    StrictJSONRoute,
+    VaultDep,
+)
 from services.interface.limits import check_id, check_memory_create, check_memory_patch
+from shared.clients.scheduler_http import UNAVAILABLE as SCHEDULER_UNAVAILABLE
+from shared.errors import Unavailable
 from shared.http_problems import problem_responses
 from shared.schemas.api import (
     HistoryResponse,
@@ -18,6 +28,7 @@ from shared.schemas.api import (
     MemoryPatch,
 )
 from shared.schemas.memcube import MemCube
+from shared.schemas.usage import MemoryUsage
 
 log = logging.getLogger("memgrid.interface")
 router = APIRouter(tags=["memories"], route_class=StrictJSONRoute)
@@ -108,3 +119,34 @@ def memory_lineage(memory_id: str, caller: CallerDep, vault: VaultDep) -> Lineag
     this lists a ``MERGED_INTO`` edge from each original (``id@version``); the
     originals stay readable, in lifecycle state ``merged``."""
     return vault.lineage(caller, check_id(memory_id, "memory"))
+
+
+@router.get(
+    "/v1/memories/{memory_id}/usage",
+    response_model=MemoryUsage,
+    summary="How a memory is used: counters, scores, and the scheduler's decisions with reasons",
+    responses=_READ,
+)
+def memory_usage(
+    memory_id: str, caller: CallerDep, vault: VaultDep, scheduler: SchedulerDep
+) -> MemoryUsage:
+    """Access count, first and last access, distinct principals and sessions; the
+    scores (decayed frequency, hotness, stability, vitality) as of ``as_of``; the
+    KV caches and adapters that hold the memory; the scheduler's last decisions
+    about it, each with its reason and numbers. A memory nobody has used yet (or
+    that the scheduler has not seen yet) has zero counters, ``tracked: false``
+    and no decisions. 503 ``scheduler_unavailable`` when the scheduler cannot be
+    asked (distributed mode)."""
+    # The vault first: its 404 is the tenant check, and it knows memories the
+    # scheduler has not seen.
+    cube = vault.get_memory(caller, check_id(memory_id, "memory"))
+    view = scheduler.explain(caller.tenant, cube.id)
+    if view is None:
+        return MemoryUsage.untracked(cube)
+    try:
+        return MemoryUsage.from_view(view)
+    except ValidationError as exc:  # a scheduler of another version, or a bug: not a 500
+        log.warning("unreadable usage view of %s: %s", cube.id, exc)
+        raise Unavailable(
+            "the scheduler answered an unreadable usage view", SCHEDULER_UNAVAILABLE
+        ) from exc
