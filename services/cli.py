@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.schemas.usage import MemoryUsage
+    from shared.settings import Settings
 
 # Each service's process entry point, imported only when that service is started.
 SERVICES: dict[str, str] = {
@@ -33,12 +39,151 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler_explain(args: argparse.Namespace) -> int:
+    """``memgrid scheduler explain ID``: one memory's usage, scores and decisions."""
+    from pydantic import ValidationError
+
+    from shared.errors import Unavailable
+    from shared.schemas.usage import MemoryUsage
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    try:
+        view = _explain_view(settings, args.id, args.tenant, args.url, args.at)
+    except FileNotFoundError as exc:
+        print(
+            f"memgrid: no scheduler state at {exc.args[0]} (MEMGRID_DATA_DIR of the embedded"
+            " server; for a distributed scheduler give --url or MEMGRID_SCHEDULER__URL)",
+            file=sys.stderr,
+        )
+        return 1
+    except Unavailable as exc:
+        print(f"memgrid: {exc.detail}", file=sys.stderr)
+        return 3
+    if view is None:
+        whose = "" if args.tenant is None else f" of tenant {args.tenant!r}"
+        print(f"memgrid: the scheduler has no usage of {args.id!r}{whose}", file=sys.stderr)
+        return 1
+    try:
+        usage = MemoryUsage.from_view(view)
+    except ValidationError as exc:
+        print(f"memgrid: unreadable usage view: {exc}", file=sys.stderr)
+        return 3
+    print(usage.model_dump_json(indent=2) if args.json else format_usage(usage))
+    return 0
+
+
+def _explain_view(
+    settings: Settings, cube_id: str, tenant: str | None, url: str | None, at: datetime | None
+) -> dict[str, Any] | None:
+    """Asks the scheduler's web server when a URL is given (``--url``, or
+    MEMGRID_SCHEDULER__URL) or the mode is distributed; else reads the embedded
+    scheduler's state file, as last flushed (after every tick and at shutdown),
+    with the scores as of ``at`` (default now)."""
+    from shared.clients.scheduler_http import HttpScheduler
+    from shared.settings import SchedulerSettings
+
+    url = url or settings.scheduler.url
+    if url or settings.mode == "distributed":
+        cfg = settings.scheduler
+        if url != cfg.url:  # --url
+            try:
+                cfg = SchedulerSettings(url=url, timeout_s=cfg.timeout_s)
+            except ValueError as exc:  # pydantic's ValidationError: not an http(s) URL
+                raise ConfigError(f"--url {url!r}: must be an http:// or https:// URL") from exc
+        client = HttpScheduler(cfg)
+        try:
+            return client.explain(tenant, cube_id)
+        finally:
+            client.close()
+
+    from services.scheduler.engine import Scheduler
+    from services.scheduler.persist import read_state
+    from shared.schemas.memcube import utcnow
+
+    maps = read_state(settings.data_dir / "scheduler.db")
+    scheduler = Scheduler(
+        settings.scheduler, cubes=maps["cubes"], spaces=maps["spaces"], journal=maps["journal"]
+    )
+    return scheduler.explain(cube_id, at or utcnow(), tenant=tenant)
+
+
+def _aware_time(value: str) -> datetime:
+    """An ISO 8601 time; naive ones are UTC, as everywhere in memgrid."""
+    from datetime import UTC
+
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def format_usage(u: MemoryUsage) -> str:
+    """The usage view for people: one fact a line, decisions oldest first."""
+
+    def when(t: datetime | None) -> str:
+        return "-" if t is None else t.isoformat()
+
+    capped = "at least " if u.members_capped else ""
+    lines = [
+        f"memory     {u.id}" + ("" if u.namespace is None else f"  (namespace {u.namespace})"),
+        f"state      {u.state}, tier {u.tier or '-'}, version {u.version}"
+        + ("" if u.tracked else "  (not tracked by the scheduler yet)"),
+        f"created    {when(u.created_at)}, updated {when(u.updated_at)}",
+        f"accesses   {u.access_count} (first {when(u.first_access)}, last {when(u.last_access)})",
+        f"used by    {capped}{u.distinct_principals} principals, "
+        f"{capped}{u.distinct_sessions} sessions",
+    ]
+    if u.expires_at is not None or u.expired_at is not None:
+        lines.append(f"lifespan   expires {when(u.expires_at)}, expired {when(u.expired_at)}")
+    if u.decay_half_life_s is not None:
+        lines.append(f"decay      half-life {u.decay_half_life_s:g} s")
+    if u.scores is not None:
+        s = u.scores
+        vitality = "-" if s.vitality is None else f"{s.vitality:g}"
+        lines.append(
+            f"scores     decayed frequency {s.decayed_frequency:g}, hotness {s.hotness:g}, "
+            f"stability {s.stability:g}, vitality {vitality}"
+            + ("" if u.as_of is None else f"  (as of {when(u.as_of)})")
+        )
+    lines.append(f"caches     {', '.join(u.caches) or '-'}")
+    lines.append(f"adapters   {', '.join(u.adapters) or '-'}")
+    lines.append(f"decisions  {len(u.decisions) or 'none'}")
+    for d in u.decisions:
+        target = "" if d.target_id is None else f" -> {d.target_id}"
+        lines.append(f"  {when(d.at)}  {d.kind}{target}  ({d.cube_count} memories)")
+        lines.append(f"    {d.reason}")
+        if d.numbers:
+            numbers = ", ".join(f"{k}={v:g}" for k, v in sorted(d.numbers.items()))
+            lines.append(f"    numbers: {numbers}")
+        lines.append(f"    command {d.command_id}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memgrid", description="memgrid memory OS")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run memgrid (embedded by default)")
     serve.add_argument("--service", choices=sorted(SERVICES), default="embedded")
     serve.set_defaults(fn=_serve)
+    scheduler = sub.add_parser("scheduler", help="ask the scheduler")
+    scheduler_sub = scheduler.add_subparsers(dest="scheduler_command", required=True)
+    explain = scheduler_sub.add_parser(
+        "explain",
+        help="a memory's usage: counters, scores, caches, adapters and decisions with reasons",
+        description="Reads the embedded scheduler's state file ($MEMGRID_DATA_DIR/scheduler.db)"
+        " or, with --url / MEMGRID_SCHEDULER__URL / MEMGRID_MODE=distributed, asks the"
+        " scheduler's web server. Exit 1: no usage recorded; 3: scheduler unreachable.",
+    )
+    explain.add_argument("id", help="the memory (cube) id")
+    explain.add_argument("--tenant", help="only if the memory belongs to this tenant")
+    explain.add_argument("--url", help="the scheduler's web server, e.g. http://127.0.0.1:6066")
+    explain.add_argument("--json", action="store_true", help="the API's JSON view")
+    explain.add_argument(
+        "--at",
+        type=_aware_time,
+        help="scores as of this ISO time (state file only; default now), e.g. for a"
+        " scheduler run on a simulated clock",
+    )
+    explain.set_defaults(fn=_scheduler_explain)
     args = parser.parse_args(argv)
     try:
         code: int = args.fn(args)

@@ -93,3 +93,24 @@ class StateFile:
     def close(self) -> None:
         self.flush()
         self._db.close()
+
+
+def read_state(path: Path) -> dict[str, dict[str, Any]]:
+    """The three mappings as last flushed, opened read-only: for a reader beside
+    a running embedded scheduler (``memgrid scheduler explain``), which must
+    neither create the file nor take a write lock on it. FileNotFoundError when
+    there is no state file."""
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        maps: dict[str, dict[str, Any]] = {}
+        for table in TABLES:
+            try:
+                rows = db.execute(f"SELECT key, value FROM {table}").fetchall()
+            except sqlite3.OperationalError:  # no such table: a file from an older version
+                rows = []
+            maps[table] = {k: json.loads(v) for k, v in rows}
+        return maps
+    finally:
+        db.close()
