@@ -379,3 +379,10 @@ def test_a_url_that_is_not_a_scheduler_is_unavailable_not_unused() -> None:
         scheduler.explain("t", "c1")
     assert info.value.code == "scheduler_unavailable" and info.value.status == 503
     assert seen[0].url.path == "/usage/c1" and seen[0].url.params["tenant"] == "t"
+
+
+def test_scheduler_url_setting() -> None:
+    assert SchedulerSettings(web_port=7000).web_url() == "http://127.0.0.1:7000"
+    assert SchedulerSettings(url="http://sched:6066").web_url() == "http://sched:6066"
+    with pytest.raises(ValueError, match="http"):
+        SchedulerSettings(url="sched:6066")
