@@ -256,8 +256,14 @@ class SchedulerSettings(_Group):
     producer_linger_ms: int = Field(
         default=10, ge=0, le=1000, description="batching delay of changelog writes"
     )
+    space_batch_within_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="longest wait to fill a batch of namespace updates (distributed)",
+    )
     tick_interval_s: float = Field(
-        default=60, gt=0, le=86_400, description="how often policies run (embedded)"
+        default=60, gt=0, le=86_400, description="how often policies run"
     )
     expire_limit: int = Field(default=1_000, ge=1, description="cubes expired per tick at most")
     decision_history: int = Field(default=20, ge=1, le=1_000, description="kept per cube")

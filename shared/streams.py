@@ -123,6 +123,14 @@ def event_topic(app: faust.App, name: str, bus: BusSettings | None = None) -> An
     return faust_topic(app, spec)
 
 
+def envelope_headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
+    """The Kafka headers KafkaEventBus puts on ``event`` (content type, ``ce_*``,
+    traceparent), for a stream processor that publishes events itself."""
+    from shared.adapters.bus_kafka import _headers  # the one definition of them
+
+    return _headers(event)
+
+
 def internal_specs(app: faust.App) -> list[TopicSpec]:
     """Specs of the topics faust itself needs for ``app``: the leader-election topic
     and one compacted changelog per table (as many partitions as the table)."""

@@ -71,6 +71,7 @@ class TopicSpec:
     compacted: bool
     key_description: str
     description: str = ""
+    max_message_bytes: int | None = None  # None: the broker's default (1 MB)
 
     def configs(self) -> dict[str, str]:
         """Topic-level configs for CreateTopics. A compacted topic with a finite
@@ -80,7 +81,10 @@ class TopicSpec:
             policy = "delete"
         else:
             policy = "compact" if self.retention_ms < 0 else "compact,delete"
-        return {"cleanup.policy": policy, "retention.ms": str(self.retention_ms)}
+        configs = {"cleanup.policy": policy, "retention.ms": str(self.retention_ms)}
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
+        return configs
 
 
 _CUBE_KEY = "cube id (the envelope's subject): one cube's events stay ordered in one partition"

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 from services.scheduler import policies
 from services.scheduler.decisions import Decision, Kind
 from services.scheduler.scores import Scores
-from services.scheduler.spaces import Space
+from services.scheduler.spaces import Space, Summary
 from services.scheduler.usage import BatchResult, CubeUsage, Delivery, UsageProcessor
 from shared.errors import IllegalTransition, MemgridError, NotFound
 from shared.schemas.commands import (
@@ -129,29 +129,41 @@ class Scheduler:
 
     def observe(self, records: Iterable[CubeUsage]) -> None:
         """Refreshes the namespace summaries of ``records`` (one write per namespace)."""
-        changed: dict[str, Space] = {}
+        grouped: dict[str, tuple[str, list[Summary]]] = {}
         for record in records:
-            if not record.namespace:
-                continue
-            space = changed.get(record.namespace) or self._space(record.namespace, record.tenant)
-            if space.observe(record):
-                changed[record.namespace] = space
-        for namespace, space in changed.items():
+            if record.namespace:
+                entry = grouped.setdefault(record.namespace, (record.tenant, []))
+                entry[1].append(Summary.of(record))
+        for namespace, (tenant, summaries) in grouped.items():
+            self.observe_summaries(namespace, tenant, summaries)
+
+    def observe_summaries(self, namespace: str, tenant: str, summaries: Iterable[Summary]) -> bool:
+        """Applies cube summaries to one namespace's record; writes it once if it changed.
+        (Distributed mode: called by the namespace's worker with the summaries the
+        cubes' workers sent.)"""
+        space = self._space(namespace, tenant)
+        changed = False
+        for summary in summaries:
+            changed = space.observe_summary(summary) or changed
+        if changed:
             self.spaces[namespace] = space.to_dict()
+        return changed
 
     # --- ticks -------------------------------------------------------------------
 
-    def tick(self, now: datetime) -> TickResult:
-        """Runs every policy at ``now`` (the injected clock's time)."""
+    def tick(self, now: datetime, *, sweep: bool = True) -> TickResult:
+        """Runs every policy at ``now`` (the injected clock's time) for every namespace
+        of ``spaces``. ``sweep`` False leaves out the TTL sweep (vault.expire_due),
+        which covers all namespaces at once: in distributed mode one worker runs it."""
         result = TickResult()
-        expired = self._expire_ttl(now, result)
+        expired = self._expire_ttl(now, result) if sweep else {}
         t = now.timestamp()
         for namespace in sorted(self.spaces):
             space = Space.from_dict(self.spaces[namespace])
             space.forget(expired.get(namespace, []), "expired")
             self._tick_space(space, t, result)
             self.spaces[namespace] = space.to_dict()
-        self._journal(result.decisions)
+        self.journal_decisions(result.decisions)
         return result
 
     def _tick_space(self, space: Space, now: float, result: TickResult) -> None:
@@ -272,7 +284,7 @@ class Scheduler:
                 log.warning("expiring %s failed: %s", cube, exc)
                 continue
             space.forget([cube], "expired")
-            self._retire([cube], "expired")
+            self.retire_cubes([cube], "expired")
             result.decisions.append(decision)
 
     def _merge(self, space: Space, now: float, result: TickResult) -> None:
@@ -304,12 +316,13 @@ class Scheduler:
             )
             result.decisions.append(replace(decision, target_id=merged.id))  # the new cube
             space.forget(ids, "merged")
-            self._retire(ids, "merged")
+            self.retire_cubes(ids, "merged")
 
-    def _retire(self, cube_ids: Sequence[str], state: str) -> None:
+    def retire_cubes(self, cube_ids: Sequence[str], state: str) -> None:
         """Marks cubes the scheduler took out of play, so that their later events
         (a lifecycle memory.updated) do not bring them back into the namespace.
-        (Distributed mode: a write to the cube table from the namespace's worker.)"""
+        Distributed mode overrides it (and ``journal_decisions``): the cube's
+        record lives on the worker that owns the cube, so it sends that one a note."""
         for cube in cube_ids:
             record = self.usage.usage(cube)
             if record is not None and record.retired is None:
@@ -318,7 +331,7 @@ class Scheduler:
 
     # --- explain -----------------------------------------------------------------
 
-    def _journal(self, decisions: list[Decision]) -> None:
+    def journal_decisions(self, decisions: list[Decision]) -> None:
         keep = self.settings.decision_history
         for d in decisions:
             entry = d.entry()

@@ -31,6 +31,7 @@ from shared.schemas.events import MemoryDemoted, MemoryPromoted
 from shared.schemas.memcube import Tier
 
 _RECENT = 64  # promoted/demoted event ids and retired targets remembered
+_FORGOTTEN = 256  # retired cubes remembered (a tick's merges and expiries)
 
 
 @dataclass
@@ -88,7 +89,53 @@ class Member:
 _MEMBER_FIELDS = tuple(Member.__dataclass_fields__)
 IDX_FREQ, IDX_FREQ_AT, IDX_LAST = 0, 1, 2  # positions in a member row (hot loops)
 IDX_CREATED = _MEMBER_FIELDS.index("created_at")
+IDX_UPDATED = _MEMBER_FIELDS.index("updated_at")
 IDX_TOKENS = _MEMBER_FIELDS.index("tokens")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a namespace needs to know of one cube: its state, tier and Member row.
+
+    Built from a usage record by the cube's worker and applied to the namespace
+    record by the namespace's (``Space.observe_summary``); travels as a list."""
+
+    cube_id: str
+    state: str  # CubeUsage.state
+    tier: str | None
+    row: list[Any]
+
+    @classmethod
+    def of(cls, usage: CubeUsage) -> Summary:
+        return cls(usage.cube_id, usage.state, usage.tier, Member.of(usage).to_list())
+
+    @classmethod
+    def of_record(cls, data: dict[str, Any]) -> Summary:
+        """From a stored usage record (CubeUsage.to_dict) without building the
+        object: the distributed scheduler summarises every touched cube per batch."""
+        if data.get("deleted_at") is not None:
+            state = "deleted"
+        elif data.get("expired_at") is not None:
+            state = "expired"
+        else:
+            state = data.get("retired") or "active"
+        row = [data.get(f) for f in _MEMBER_FIELDS]
+        row[_IDX_SESSIONS] = len(data.get("sessions") or ())
+        if row[0] is None:  # freq of a record written before it existed
+            row[0] = 0.0
+        row[_IDX_VITALITY] = data.get("vitality", 0.0)
+        return cls(data["cube_id"], state, data.get("tier"), row)
+
+    def to_list(self) -> list[Any]:
+        return [self.cube_id, self.state, self.tier, self.row]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> Summary:
+        return cls(item[0], item[1], item[2], list(item[3]))
+
+
+_IDX_SESSIONS = _MEMBER_FIELDS.index("sessions")
+_IDX_VITALITY = _MEMBER_FIELDS.index("vitality")
 
 
 @dataclass
@@ -104,6 +151,9 @@ class Space:
     last_train_at: float | None = None
     seen: list[str] = field(default_factory=list)  # promoted/demoted event ids
     gone: list[str] = field(default_factory=list)  # targets evicted or retired
+    # Cubes this scheduler expired or merged: a summary of one still in flight
+    # (distributed mode) must not bring it back.
+    forgotten: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -116,43 +166,57 @@ class Space:
         space = cls(**known)
         space.members = dict(space.members)
         space.dedupe = list(space.dedupe)
-        space.caches = {k: dict(v) for k, v in space.caches.items()}
-        space.adapters = {k: dict(v) for k, v in space.adapters.items()}
+        # "invalid" lists are appended to in place: copied, so that the stored
+        # value only changes when the record is written back.
+        space.caches = {k: _target(v) for k, v in space.caches.items()}
+        space.adapters = {k: _target(v) for k, v in space.adapters.items()}
         space.pending = {k: dict(v) for k, v in space.pending.items()}
         space.seen = list(space.seen)
         space.gone = list(space.gone)
+        space.forgotten = list(space.forgotten)
         return space
 
     # --- cube summaries ----------------------------------------------------------
 
     def observe(self, usage: CubeUsage) -> bool:
         """Refreshes the summary of one cube; True if the record changed."""
-        cube = usage.cube_id
-        if usage.state != "active" or usage.tier not in (None, Tier.plaintext):
+        return self.observe_summary(Summary.of(usage))
+
+    def observe_summary(self, summary: Summary) -> bool:
+        """``observe`` from a Summary: what travels to the namespace's worker in
+        distributed mode, where the cube's usage record lives on another one."""
+        cube = summary.cube_id
+        if cube in self.forgotten:
+            return False  # retired by a tick; a summary sent before that is stale
+        if summary.state != "active" or summary.tier not in (None, Tier.plaintext):
             gone = self.members.pop(cube, None) is not None
             if cube in self.dedupe:
                 self.dedupe.remove(cube)
-            if usage.state != "active":
-                gone = self._invalidate(cube, "deleted" if usage.deleted_at else "expired") or gone
+            if summary.state != "active":
+                why = "deleted" if summary.state == "deleted" else "expired"
+                gone = self._invalidate(cube, why) or gone
             return gone
         old = self.members.get(cube)
-        row = Member.of(usage).to_list()
+        row = summary.row
         if old == row:
             return False
         self.members[cube] = row
-        created = usage.created_at is not None
-        if created and (old is None or old[IDX_CREATED] is None) and usage.tier == Tier.plaintext:
+        created = row[IDX_CREATED] is not None
+        if created and (old is None or old[IDX_CREATED] is None) and summary.tier == Tier.plaintext:
             self.dedupe.append(cube)  # new: check it for near-duplicates at the next tick
-        if usage.updated_at is not None:
+        updated_at = row[IDX_UPDATED]
+        if updated_at is not None:
             for kind in ("caches", "adapters"):
                 for target in getattr(self, kind).values():
-                    if cube in target["cube_ids"] and usage.updated_at > target["at"]:
+                    if cube in target["cube_ids"] and updated_at > target["at"]:
                         _add(target["invalid"], cube)
         return True
 
     def forget(self, cube_ids: list[str] | tuple[str, ...], why: str) -> None:
         """Cubes the scheduler itself retired (expired, merged)."""
         for cube in cube_ids:
+            if cube not in self.forgotten:
+                _remember(self.forgotten, cube, _FORGOTTEN)
             self.members.pop(cube, None)
             if cube in self.dedupe:
                 self.dedupe.remove(cube)
@@ -218,7 +282,11 @@ def _add(items: list[str], item: str) -> None:
         items.append(item)
 
 
-def _remember(ring: list[str], item: str) -> None:
+def _remember(ring: list[str], item: str, size: int = _RECENT) -> None:
     ring.append(item)
-    if len(ring) > _RECENT:
-        del ring[: len(ring) - _RECENT]
+    if len(ring) > size:
+        del ring[: len(ring) - size]
+
+
+def _target(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "invalid": list(data.get("invalid", []))}

@@ -1,63 +1,78 @@
 """The scheduler as a faust app on Kafka (distributed mode).
 
-The counting itself is ``UsageProcessor`` (services.scheduler.usage); this module
-only adapts it to faust:
+It drives the same ``Scheduler`` (services.scheduler.engine) as embedded mode;
+this module only adapts it to faust. The state is partitioned two ways, and a
+faust table partition is owned by the worker that owns the same partition of
+the table's source topics (faust co-partitions the topics an app reads that
+have the same partition count), so each half reads topics keyed like its table:
 
-* ``usage`` is a faust Table (in-memory store, compacted changelog topic
-  ``<app_id>-usage-changelog``) keyed by cube id, restored from the changelog
-  when a worker starts or takes over partitions.
-* Agent ``track_usage`` reads ``memory.accessed`` and the app's internal topic
-  ``<app_id>-lifecycle`` in batches, hands each batch to the processor (one
-  table write per touched cube) and only then lets faust ack the batch; faust
-  flushes the changelog before it commits offsets (at least once).
-* Agent ``forward_lifecycle`` re-keys memory.created/updated/deleted (6
-  partitions) into ``<app_id>-lifecycle`` (12, as memory.accessed). A faust table
-  partition is owned by the worker that owns the same partition of its source
-  topics, so all of one cube's events must arrive on the same partition number:
-  without the repartition, a cube's lifecycle and access events would update
-  its record from two workers.
-* The table uses the producer's partitioner on the raw cube-id key, which is
-  the partitioner (murmur2) and key the vault publishes with, so a record's
-  changelog partition is its events' partition even though batches mix
-  partitions.
-* Poison messages (not an envelope, a bad payload, a tenant mismatch) go to
-  the dead-letter topic with the error; the batch then moves on.
+Cube side (12 partitions, as memory.accessed), agent ``track_usage``:
 
-Web (faust's server on ``scheduler.web_port``): ``GET /usage/{cube_id}``
-(``?tenant=`` must match when given; routed to the worker that owns the cube),
-``GET /stats/usage`` (counters, latency p50/p99; ``?latency=0`` leaves out
-the percentiles, ``?reset=latency`` starts a new latency window),
-``GET /healthz``, ``GET /readyz`` (503 until the table is restored).
+* tables ``usage`` (cube id → usage record) and ``journal`` (cube id → the
+  last decisions about it), in memory, each with a compacted changelog topic
+  (``<app_id>-<table>-changelog``) it is restored from when a worker starts or
+  takes over partitions;
+* it reads memory.accessed, ``<app_id>-lifecycle`` (memory.created / updated /
+  deleted / expired re-keyed by agent ``forward_lifecycle`` from their 6
+  partitions: without it, a cube's lifecycle and access events would update its
+  record from two workers) and ``<app_id>-cube-notes`` (what ticks decided about
+  a cube: journal entries, merged/expired marks), in batches; per batch it
+  updates the records (one table write per touched cube) and sends one message
+  of cube summaries per namespace to ``<app_id>-summaries``.
+
+Namespace side (6 partitions, as memory.promoted / demoted), agent
+``track_spaces`` and the tick timer:
+
+* table ``spaces`` (namespace id → namespace record: summaries of its cubes,
+  caches, adapters, pending commands), same store and changelog;
+* it reads memory.promoted, memory.demoted and ``<app_id>-summaries``;
+* every ``tick_interval_s`` each worker runs the policies on the namespaces
+  whose partitions it owns (routing.run_tick, in a thread: the vault calls of
+  expiry and merges block), writes the changed records back, sends the cube
+  notes, waits for all of that to be stored, then publishes the commands and its
+  own memory.demoted (state first: see engine.py). The TTL sweep
+  (vault.expire_due, which covers every namespace) runs on the worker that owns
+  namespace partition 0 only.
+
+Both tables use the producer's partitioner on the raw UTF-8 key, which is the
+partitioner (murmur2) and key the vault and the bus publish with, so a
+record's changelog partition is its events' partition even though batches mix
+partitions. Poison messages (not an envelope, a bad payload, a tenant
+mismatch) go to the dead-letter topic with the error; the batch then moves on.
+
+Web views: services.scheduler.views.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import faust
-from faust.exceptions import SameNode
-from pydantic import ValidationError
 
-from services.scheduler.usage import (
-    Delivery,
-    PoisonEvent,
-    Position,
-    UsageProcessor,
-    UsageStats,
-)
+from services.scheduler.engine import LifecycleVault, Scheduler
+from services.scheduler.routing import CubeNote, CubeSide, SpaceSide, SummaryBatch, run_tick
+from services.scheduler.usage import Delivery, PoisonEvent, Position, UsageStats
+from services.scheduler.views import add_views
 from shared.faust_worker import abort_worker, send_dead_letter
-from shared.schemas.events import EventEnvelope
+from shared.schemas.commands import COMMAND_TYPES
+from shared.schemas.events import EventEnvelope, MemoryDemoted
+from shared.schemas.memcube import utcnow
 from shared.settings import Settings
-from shared.streams import event_topic, make_faust_app
+from shared.streams import envelope_headers, event_topic, make_faust_app
 from shared.topics import (
     DAY_MS,
     MEMORY_ACCESSED,
     MEMORY_CREATED,
     MEMORY_DELETED,
+    MEMORY_DEMOTED,
+    MEMORY_EXPIRED,
+    MEMORY_PROMOTED,
     MEMORY_UPDATED,
     TopicSpec,
 )
@@ -65,9 +80,15 @@ from shared.topics import (
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "usage"
-# Co-partitioned with memory.accessed: see the module docstring.
+JOURNAL_TABLE = "journal"
+SPACES_TABLE = "spaces"
+# Co-partitioned with memory.accessed / memory.promoted: see the module docstring.
 PARTITIONS = MEMORY_ACCESSED.partitions
-LIFECYCLE_SOURCES = (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_DELETED)
+SPACE_PARTITIONS = MEMORY_PROMOTED.partitions
+LIFECYCLE_SOURCES = (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_DELETED, MEMORY_EXPIRED)
+# A namespace record carries a summary per live cube (~130 bytes each): a
+# namespace of 10,000 cubes is over Kafka's default 1 MB message limit.
+SPACE_MAX_BYTES = 16 * 1024 * 1024
 
 
 def lifecycle_spec(app_id: str) -> TopicSpec:
@@ -77,12 +98,47 @@ def lifecycle_spec(app_id: str) -> TopicSpec:
         7 * DAY_MS,
         False,
         "cube id, as on memory.accessed",
-        "memory.created/updated/deleted re-keyed for the scheduler's usage table",
+        "memory.created/updated/deleted/expired re-keyed for the scheduler's usage table",
     )
 
 
-class _CubeKeyed(MutableMapping[str, Any]):
-    """The table keyed by ``str`` cube ids, stored under their raw UTF-8 bytes.
+def notes_spec(app_id: str) -> TopicSpec:
+    return TopicSpec(
+        f"{app_id}-cube-notes",
+        PARTITIONS,
+        7 * DAY_MS,
+        False,
+        "cube id, as on memory.accessed",
+        "decisions of the scheduler's ticks about a cube, for the worker that owns it",
+    )
+
+
+def summaries_spec(app_id: str) -> TopicSpec:
+    return TopicSpec(
+        f"{app_id}-summaries",
+        SPACE_PARTITIONS,
+        7 * DAY_MS,
+        False,
+        "namespace id, as on memory.promoted",
+        "cube summaries for the worker that owns the cubes' namespace",
+    )
+
+
+def spaces_changelog_spec(app_id: str) -> TopicSpec:
+    """Created before ensure_faust_topics would create it with the default limit."""
+    return TopicSpec(
+        f"{app_id}-{SPACES_TABLE}-changelog",
+        SPACE_PARTITIONS,
+        -1,
+        True,
+        "namespace id",
+        f"changelog of faust table {SPACES_TABLE}",
+        max_message_bytes=SPACE_MAX_BYTES,
+    )
+
+
+class Keyed(MutableMapping[str, Any]):
+    """A table keyed by ``str`` ids, stored under their raw UTF-8 bytes.
 
     faust would JSON-encode ``str`` keys (``"c_1"`` with quotes), which hash to
     another partition than the raw key the vault publishes; raw bytes keep the
@@ -114,12 +170,72 @@ class _CubeKeyed(MutableMapping[str, Any]):
 @dataclass
 class SchedulerStream:
     app: faust.App
-    processor: UsageProcessor
+    scheduler: Scheduler
     stats: UsageStats
     internal_topics: list[TopicSpec]
+    clock: Callable[[], datetime]
+
+    @property
+    def processor(self) -> Any:
+        return self.scheduler.usage
 
 
-def create_app(settings: Settings) -> SchedulerStream:
+class Tables:
+    """The app's three tables and what the agents need to know about ownership."""
+
+    def __init__(self, app: faust.App) -> None:
+        common: dict[str, Any] = {"default": None, "key_type": bytes, "use_partitioner": True}
+        self.app = app
+        self.usage = app.Table(
+            TABLE_NAME, partitions=PARTITIONS, help="per-cube usage (usage.CubeUsage)", **common
+        )
+        self.journal = app.Table(
+            JOURNAL_TABLE, partitions=PARTITIONS, help="last decisions per cube", **common
+        )
+        self.spaces = app.Table(
+            SPACES_TABLE,
+            partitions=SPACE_PARTITIONS,
+            help="per-namespace state (spaces.Space)",
+            **common,
+        )
+
+    def changelogs(self) -> list[str]:
+        return [t.changelog_topic.get_topic_name() for t in (self.usage, self.journal, self.spaces)]
+
+    async def load_metadata(self) -> None:
+        # With use_partitioner, faust partitions each changelog write (and routes
+        # each request) with the producer's metadata of the changelog topic,
+        # which the producer does not load by itself: the first write would
+        # fail. Load it before the first batch (a private accessor, hence the
+        # guard; partitions_for is aiokafka's public, idempotent call).
+        ensure = getattr(self.app.producer, "_ensure_producer", None)
+        if ensure is not None:
+            for name in self.changelogs():
+                await ensure().partitions_for(name)
+
+    def ready(self) -> bool:
+        recovery = getattr(self.app.tables, "recovery", None)
+        return not (recovery is None or not recovery.completed.is_set() or self.app.rebalancing)
+
+    def owned_partitions(self, table: Any) -> set[int]:
+        topic = table.changelog_topic.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def owns(self, table: Any, key: str, owned: set[int] | None = None) -> bool:
+        topic = table.changelog_topic.get_topic_name()
+        partition = self.app.producer.key_partition(topic, key.encode()).partition
+        return partition in (self.owned_partitions(table) if owned is None else owned)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    vault: LifecycleVault | None = None,
+) -> SchedulerStream:
+    """The faust app. ``clock`` gives tick times (tests inject one); ``vault`` the
+    lifecycle operations (default: HttpVault on ``settings.vault.url`` when it is
+    an http URL; without a vault, expiry and merges are off)."""
     cfg = settings.scheduler
     app = make_faust_app(
         cfg.app_id,
@@ -134,27 +250,41 @@ def create_app(settings: Settings) -> SchedulerStream:
         # (faust's default, 0 ms and 16 KiB batches, cost ~1/4 of the CPU).
         producer_linger_ms=cfg.producer_linger_ms,
         producer_max_batch_size=512 * 1024,
+        # Namespace records may be large (SPACE_MAX_BYTES).
+        producer_max_request_size=SPACE_MAX_BYTES,
+        consumer_max_fetch_size=SPACE_MAX_BYTES,
     )
-    table = app.Table(
-        TABLE_NAME,
-        default=None,
-        partitions=PARTITIONS,
-        key_type=bytes,
-        use_partitioner=True,
-        help="per-cube usage (services.scheduler.usage.CubeUsage)",
+    tables = Tables(app)
+    if vault is None:
+        vault = _http_vault(settings)
+    scheduler = Scheduler(
+        cfg,
+        cubes=Keyed(tables.usage),
+        spaces=Keyed(tables.spaces),
+        journal=Keyed(tables.journal),
+        vault=None,  # the event side never calls the vault; ticks use ``vault``
     )
-    processor = UsageProcessor(
-        _CubeKeyed(table),
-        recent_event_ids=cfg.recent_event_ids,
-        max_tracked_members=cfg.max_tracked_members,
-    )
+    cube_side, space_side = CubeSide(scheduler), SpaceSide(scheduler)
     stats = UsageStats()
-    lifecycle = lifecycle_spec(cfg.app_id)
-    usage_sources = _raw_topic(app, PARTITIONS, MEMORY_ACCESSED.name, lifecycle.name)
+    specs = [lifecycle_spec(cfg.app_id), notes_spec(cfg.app_id), summaries_spec(cfg.app_id)]
+    lifecycle, notes, summaries = (s.name for s in specs)
+    usage_sources = _raw_topic(app, PARTITIONS, MEMORY_ACCESSED.name, lifecycle, notes)
     lifecycle_in = _raw_topic(app, MEMORY_CREATED.partitions, *(s.name for s in LIFECYCLE_SOURCES))
-    lifecycle_out = _raw_topic(app, PARTITIONS, lifecycle.name)
+    space_sources = _raw_topic(
+        app, SPACE_PARTITIONS, MEMORY_PROMOTED.name, MEMORY_DEMOTED.name, summaries
+    )
+    lifecycle_out = _raw_topic(app, PARTITIONS, lifecycle)
+    notes_out = _raw_topic(app, PARTITIONS, notes)
+    summaries_out = _raw_topic(app, SPACE_PARTITIONS, summaries)
+    outbound = {
+        name: event_topic(app, name, settings.bus) for name in (*COMMAND_TYPES, MemoryDemoted.topic)
+    }
     dead_letters = event_topic(app, settings.bus.dead_letter_topic, settings.bus)
     group = cfg.app_id
+    # A tick works on a copy of its namespaces' records while the vault calls
+    # run in a thread; track_spaces waits meanwhile, so that writing the copy
+    # back cannot overwrite what it applied in between.
+    space_lock = asyncio.Lock()
 
     async def dead_letter(event: Any, error: BaseException, envelope: EventEnvelope | None) -> None:
         # attempts=1 for a poison event: retrying it cannot help.
@@ -167,41 +297,46 @@ def create_app(settings: Settings) -> SchedulerStream:
     async def decode(event: Any) -> EventEnvelope | None:
         try:
             return EventEnvelope.model_validate_json(event.value)
-        except (ValidationError, ValueError, TypeError) as exc:  # TypeError: null value
+        except (ValueError, TypeError) as exc:  # ValidationError; TypeError: null value
             await dead_letter(event, exc, None)
             return None
 
-    changelog = table.changelog_topic.get_topic_name()
-
-    async def load_changelog_metadata() -> None:
-        # With use_partitioner, faust partitions each changelog write (and routes
-        # each /usage request) with the producer's metadata of the changelog
-        # topic, which the producer does not load by itself: the first write
-        # would fail. Load it before the first batch (a private accessor, hence
-        # the guard; partitions_for is aiokafka's public, idempotent call).
-        ensure = getattr(app.producer, "_ensure_producer", None)
-        if ensure is not None:
-            await ensure().partitions_for(changelog)
+    async def decode_as(event: Any, kind: type[CubeNote] | type[SummaryBatch]) -> Any:
+        try:
+            return kind.decode(event.value)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            await dead_letter(event, exc, None)
+            return None
 
     @app.agent(usage_sources, name="track_usage")
     async def track_usage(stream: Any) -> None:
-        await load_changelog_metadata()
+        await tables.load_metadata()
         async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
             try:
                 deliveries: list[Delivery] = []
                 origins: list[Any] = []
+                cube_notes: list[CubeNote] = []
                 for event in events:
+                    msg = event.message
+                    if msg.topic == notes:
+                        note = await decode_as(event, CubeNote)
+                        if note is not None:
+                            cube_notes.append(note)
+                        continue
                     envelope = await decode(event)
                     if envelope is None:
                         continue
-                    msg = event.message
                     deliveries.append(
                         Delivery(envelope, Position(msg.topic, msg.partition, msg.offset))
                     )
                     origins.append(event)
-                result = processor.process(deliveries)
+                result, batches = cube_side.process(deliveries, cube_notes)
                 for index, error in result.rejected:
                     await dead_letter(origins[index], error, deliveries[index].event)
+                for batch in batches:
+                    # Buffered; faust flushes the producer before it commits the
+                    # offsets of this batch, so no summary is lost.
+                    await summaries_out.send(key=batch.namespace.encode(), value=batch.encode())
                 now = time.time()
                 stats.record(result, len(events), now)
                 stats.observe_latency(
@@ -213,6 +348,26 @@ def create_app(settings: Settings) -> SchedulerStream:
                 log.exception("%s: batch failed; stopping the worker", group)
                 abort_worker(exc)
 
+    @app.agent(space_sources, name="track_spaces")
+    async def track_spaces(stream: Any) -> None:
+        await tables.load_metadata()
+        async for events in stream.take_events(cfg.batch_size, within=cfg.space_batch_within_s):
+            try:
+                facts: list[EventEnvelope] = []
+                batches: list[SummaryBatch] = []
+                for event in events:
+                    if event.message.topic == summaries:
+                        batch = await decode_as(event, SummaryBatch)
+                        if batch is not None:
+                            batches.append(batch)
+                    elif (envelope := await decode(event)) is not None:
+                        facts.append(envelope)
+                async with space_lock:
+                    space_side.apply(facts, batches)
+            except Exception as exc:
+                log.exception("%s: namespace batch failed; stopping the worker", group)
+                abort_worker(exc)
+
     @app.agent(lifecycle_in, name="forward_lifecycle")
     async def forward_lifecycle(stream: Any) -> None:
         async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
@@ -221,7 +376,7 @@ def create_app(settings: Settings) -> SchedulerStream:
                 if envelope is None:
                     continue
                 try:
-                    processor.check(envelope)
+                    scheduler.usage.check(envelope)
                 except PoisonEvent as exc:
                     await dead_letter(event, exc, envelope)
                     continue
@@ -229,67 +384,75 @@ def create_app(settings: Settings) -> SchedulerStream:
                 # offsets of these events, so none is lost between the topics.
                 await lifecycle_out.send(key=envelope.key.encode(), value=event.value)
 
+    async def tick() -> None:
+        """One tick over the namespaces this worker owns (see the module docstring)."""
+        if not tables.ready():
+            return  # partitions moving or being restored: the next tick will do
+        async with space_lock:
+            owned = tables.owned_partitions(tables.spaces)
+            records = {
+                ns: data
+                for ns, data in Keyed(tables.spaces).items()
+                if data is not None and tables.owns(tables.spaces, ns, owned)
+            }
+            now = clock()
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(
+                None, lambda: run_tick(cfg, records, vault, now, sweep=0 in owned)
+            )
+            for namespace, data in outcome.spaces.items():
+                tables.spaces[namespace.encode()] = data
+            for note in outcome.notes:
+                await notes_out.send(key=note.cube_id.encode(), value=note.encode())
+            await app.producer.flush()  # state stored before any command goes out
+        sent = []
+        for message in outcome.result.messages:
+            topic = outbound[message.topic]
+            value = message.event.model_dump_json().encode()
+            headers = envelope_headers(message.event)
+            sent.append(await topic.send(key=message.key.encode(), value=value, headers=headers))
+        for future in sent:
+            await future  # acked: logged below as sent
+        if outcome.result.decisions:
+            kinds = sorted({str(d.kind) for d in outcome.result.decisions})
+            log.info(
+                "%s tick at %s: %d decisions (%s), %d messages sent",
+                group,
+                now.isoformat(),
+                len(outcome.result.decisions),
+                ", ".join(kinds),
+                len(sent),
+            )
+
+    @app.timer(cfg.tick_interval_s, name="tick")
+    async def run_ticks() -> None:
+        try:
+            await tick()
+        except Exception:  # a dependency down or a bug: log, try again next tick
+            log.exception("%s: tick failed", group)
+
     @app.task
     async def prepare_routing() -> None:
-        await load_changelog_metadata()
+        await tables.load_metadata()
 
-    _add_views(app, table, processor, stats, settings)
-    return SchedulerStream(app, processor, stats, [lifecycle])
+    add_views(app, tables, scheduler, stats, settings, clock)
+    internal = [*specs, spaces_changelog_spec(cfg.app_id)]
+    return SchedulerStream(app, scheduler, stats, internal, clock)
+
+
+def _http_vault(settings: Settings) -> LifecycleVault | None:
+    if not settings.vault.url.startswith(("http://", "https://")):
+        log.warning(
+            "scheduler: MEMGRID_VAULT__URL is not an http URL (%r): expiry and merges are off",
+            settings.vault.url,
+        )
+        return None
+    from shared.clients.vault_http import HttpVault
+
+    return HttpVault(settings.vault)
 
 
 def _raw_topic(app: faust.App, partitions: int, *names: str) -> Any:
     """A faust topic over ``names`` with raw keys and values (decoded by us, so a
     malformed message reaches the dead-letter topic instead of crashing faust)."""
     return app.topic(*names, partitions=partitions, key_serializer="raw", value_serializer="raw")
-
-
-def _problem(web: Any, status: int, code: str, detail: str) -> Any:
-    titles = {404: "Not Found", 503: "Service Unavailable"}
-    body = {
-        "type": "about:blank",
-        "title": titles.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return web.json(body, status=status, content_type="application/problem+json")
-
-
-def _add_views(
-    app: faust.App, table: Any, processor: UsageProcessor, stats: UsageStats, settings: Settings
-) -> None:
-    capped_at = settings.scheduler.max_tracked_members
-
-    @app.page("/usage/{cube_id}")
-    async def usage(web: Any, request: Any, cube_id: str) -> Any:
-        try:
-            # Answered by the worker that owns the cube's table partition.
-            return await app.router.route_req(table.name, cube_id, web, request)
-        except SameNode:
-            pass
-        except TypeError:  # partition metadata not loaded yet: answer locally
-            log.warning("usage view: no partition metadata for the usage table yet")
-        record = processor.usage(cube_id)
-        tenant = request.query.get("tenant")
-        if record is None or (tenant is not None and record.tenant != tenant):
-            return _problem(web, 404, "usage_not_found", f"no usage recorded for {cube_id!r}")
-        return web.json(record.view(capped_at=capped_at))
-
-    @app.page("/stats/usage")
-    async def usage_stats(web: Any, request: Any) -> Any:
-        body = stats.as_dict(latency=request.query.get("latency") != "0")
-        body["cubes"] = len(table)
-        if request.query.get("reset") == "latency":  # benches measure one run at a time
-            stats.reset_latency()
-        return web.json(body)
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        recovery = getattr(app.tables, "recovery", None)
-        if recovery is None or not recovery.completed.is_set() or app.rebalancing:
-            return _problem(web, 503, "recovering", "restoring the usage table from its changelog")
-        return web.json({"status": "ready"})
