@@ -29,7 +29,7 @@ from typing import Any
 
 from services.scheduler.decisions import Decision
 from services.scheduler.engine import LifecycleVault, Scheduler, TickResult
-from services.scheduler.spaces import Space, Summary
+from services.scheduler.spaces import IDX_EXPIRES, Space, Summary
 from services.scheduler.usage import BatchResult, Delivery
 from shared.schemas.events import EventEnvelope
 from shared.settings import SchedulerSettings
@@ -166,8 +166,8 @@ class SpaceSide:
 
 
 class _Directory(MutableMapping[str, Any]):
-    """Read-only stand-in for the cube table during a tick: tenant and namespace of
-    the cubes of the namespaces at hand (all the TTL sweep needs to know of an
+    """Read-only stand-in for the cube table during a tick: tenant, namespace and TTL
+    of the cubes of the namespaces at hand (all the TTL sweep needs to know of an
     expired cube). Writes never come (TickScheduler overrides retire_cubes)."""
 
     def __init__(self, spaces: Mapping[str, dict[str, Any]]) -> None:
@@ -175,8 +175,15 @@ class _Directory(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         for namespace, data in self._spaces.items():
-            if key in data.get("members", {}):
-                return {"cube_id": key, "tenant": data["tenant"], "namespace": namespace}
+            row = data.get("members", {}).get(key)
+            if row is not None:
+                expires_at = row[IDX_EXPIRES] if len(row) > IDX_EXPIRES else None
+                return {
+                    "cube_id": key,
+                    "tenant": data["tenant"],
+                    "namespace": namespace,
+                    "expires_at": expires_at,
+                }
         raise KeyError(key)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -49,6 +49,7 @@ class Member:
     vitality: float = 0.0
     vitality_at: float | None = None
     first_access: float | None = None
+    expires_at: float | None = None  # TTL: only for the reasons of expiry decisions
 
     def to_list(self) -> list[Any]:
         return list(self.__dict__.values())
@@ -71,6 +72,7 @@ class Member:
             vitality=usage.vitality,
             vitality_at=usage.vitality_at,
             first_access=usage.first_access,
+            expires_at=usage.expires_at,
         )
 
     @property
@@ -90,6 +92,7 @@ _MEMBER_FIELDS = tuple(Member.__dataclass_fields__)
 IDX_FREQ, IDX_FREQ_AT, IDX_LAST = 0, 1, 2  # positions in a member row (hot loops)
 IDX_CREATED = _MEMBER_FIELDS.index("created_at")
 IDX_UPDATED = _MEMBER_FIELDS.index("updated_at")
+IDX_EXPIRES = _MEMBER_FIELDS.index("expires_at")
 IDX_TOKENS = _MEMBER_FIELDS.index("tokens")
 
 

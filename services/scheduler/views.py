@@ -30,7 +30,7 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     import faust
 
-    from services.scheduler.stream import Tables
+    from services.scheduler.topology import Tables
 
 log = logging.getLogger(__name__)
 
