@@ -164,6 +164,9 @@ def wait_for_own_index(password: str, ns: str, size: int, timeout_s: float = 180
             )
             if rows and rows[0]["s"] == "ready":
                 return time.perf_counter() - t0
+            if rows and rows[0]["s"] is None and time.perf_counter() - t0 > 120:
+                print(f"namespace {ns} has no index of its own after 120 s", flush=True)
+                return time.perf_counter() - t0
             time.sleep(1.0)
     raise SystemExit(f"namespace {ns} was not moved to its own index in {timeout_s} s")
 
@@ -184,7 +187,12 @@ def main() -> None:
     )
     ap.add_argument("--neo4j-password", default="memgrid-dev-password")
     args = ap.parse_args()
-    overrides: dict[str, Any] = {"embedder": {"backend": args.embedder}}
+    # The scheduler's near-duplicate merge would fold the synthetic sentences (which
+    # differ by a name or a number) into fewer cubes: off, so the sizes hold.
+    overrides: dict[str, Any] = {
+        "embedder": {"backend": args.embedder},
+        "scheduler": {"policy": {"merge_threshold": 1.0}},
+    }
     if args.backend == "neo4j":
         overrides["graph"] = {"url": "bolt://127.0.0.1:7687", "password": args.neo4j_password}
     rng = random.Random(7)
