@@ -315,6 +315,46 @@ class GovernanceSettings(_Group):
     fsync: bool = True
 
 
+class InferenceServeSettings(_Group):
+    """Serving of the inference service (docs/inference.md#serving, docs/deploy.md#inference).
+
+    Server side: the Ray Serve application ``memgrid serve --service inference``
+    runs (``port``, replicas or autoscaling, resources per replica, the local Ray
+    it starts when ``ray_address`` is empty). Client side: ``url`` is where the
+    interface reaches it; ``inproc://`` (embedded default) runs the same chat
+    logic in the API process, loading the model on the first chat request.
+    """
+
+    url: str = Field(default="inproc://", description="inproc:// or http(s)://host:port")
+    port: int = Field(default=8093, ge=1, le=65535, description="HTTP port of the Serve app")
+    timeout_s: float = Field(default=120.0, gt=0, description="interface -> inference, per call")
+    service_token: SecretStr | None = Field(
+        default=None, description="shared secret the inference API requires, if set"
+    )
+    num_replicas: int = Field(default=1, ge=1, le=1024, description="without autoscaling")
+    min_replicas: int = Field(default=0, ge=0, le=1024, description="autoscaling lower bound")
+    max_replicas: int = Field(default=0, ge=0, le=1024, description="0: autoscaling off")
+    target_ongoing_requests: float = Field(default=4.0, gt=0, description="autoscaling target")
+    max_ongoing_requests: int = Field(default=16, ge=1, le=10_000, description="per replica")
+    num_cpus: float = Field(default=1.0, ge=0, description="per replica")
+    num_gpus: float = Field(default=0.0, ge=0, description="per replica")
+    ray_address: str = Field(default="", description="existing Ray cluster; empty: start one")
+    ray_num_cpus: int = Field(default=2, ge=1, description="CPUs of a Ray started here")
+    ray_object_store_bytes: int = Field(default=256 * 1024 * 1024, ge=78 * 1024 * 1024)
+    retrieve_top_k: int = Field(default=8, ge=1, le=100, description="memories retrieved")
+    default_token_budget: int = Field(default=512, ge=0, description="memory tokens by default")
+    max_token_budget: int = Field(default=4_096, ge=0, description="larger budgets: 422")
+    max_messages: int = Field(default=256, ge=1, description="messages of one chat request")
+    max_message_chars: int = Field(default=32_000, ge=1, description="characters of one message")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != "inproc://" and not v.startswith(("http://", "https://")):
+            raise ValueError("must be inproc:// or an http:// or https:// URL")
+        return v
+
+
 class InferenceSettings(_Group):
     """The inference service's model backend and activation memory (docs/inference.md).
 
@@ -345,6 +385,7 @@ class InferenceSettings(_Group):
     openai_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr = SecretStr("")
     timeout_s: float = Field(default=60.0, gt=0, description="remote backend, per request")
+    serve: InferenceServeSettings = InferenceServeSettings()
 
 
 class Settings(BaseSettings):
