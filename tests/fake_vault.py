@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from shared.errors import NotFound, Unavailable
 from shared.schemas.api import (
+    AccessReport,
     ApiKeyRecord,
     Caller,
     CubeDraft,
@@ -131,9 +132,16 @@ class FakeVault:
         self.get_memory(caller, cube_id)
         return LineageResponse(cube=cube_id, edges=[])
 
-    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
+    def search(
+        self, caller: Caller, req: SearchRequest, *, publish_access: bool = True
+    ) -> SearchResponse:
         self._check()
         return SearchResponse(results=[])
+
+    def record_access(self, caller: Caller, report: AccessReport) -> None:
+        self._check()
+        for item in report.items:
+            self.get_memory(caller, item.cube_id)
 
     def ready(self) -> None:
         if self.down:

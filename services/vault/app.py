@@ -11,7 +11,7 @@ reachable inside the deployment (NetworkPolicy in the Helm chart). When
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 
@@ -19,6 +19,7 @@ from services.vault.service import Vault
 from shared.errors import NotFound, Unauthorized
 from shared.http_problems import install_problem_handlers
 from shared.schemas.api import (
+    AccessReport,
     ApiKeyRecord,
     Caller,
     CubeDraftBatch,
@@ -136,8 +137,18 @@ def _router(token: str | None) -> APIRouter:
         return vault.lineage(caller, cube_id)
 
     @r.post("/search")
-    def search(body: SearchRequest, caller: CallerDep, vault: VaultDep) -> SearchResponse:
-        return vault.search(caller, body)
+    def search(
+        body: SearchRequest,
+        caller: CallerDep,
+        vault: VaultDep,
+        access: Annotated[Literal["publish", "none"], Query()] = "publish",
+    ) -> SearchResponse:
+        return vault.search(caller, body, publish_access=access == "publish")
+
+    @r.post("/access", status_code=204)
+    def record_access(body: AccessReport, caller: CallerDep, vault: VaultDep) -> Response:
+        vault.record_access(caller, body)
+        return Response(status_code=204)
 
     # System operations (the scheduler's): the tenant is in the path, no caller.
     @r.post("/lifecycle/expire-due")

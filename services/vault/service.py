@@ -23,6 +23,7 @@ from shared.ports.bus import EventBus
 from shared.ports.embedder import Embedder
 from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
 from shared.schemas.api import (
+    AccessReport,
     ApiKeyRecord,
     Caller,
     CubeDraft,
@@ -323,7 +324,9 @@ class Vault:
         )
 
     @traced("vault.search")
-    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
+    def search(
+        self, caller: Caller, req: SearchRequest, *, publish_access: bool = True
+    ) -> SearchResponse:
         for ns in dict.fromkeys(req.namespaces):
             self.get_namespace(caller, ns)
         now = self._clock()
@@ -348,8 +351,29 @@ class Vault:
             )
             for c, score in found
         ]
-        self._publish_accessed(caller, found)
+        if publish_access:
+            self._publish_accessed(caller, found)
         return SearchResponse(results=hits)
+
+    def record_access(self, caller: Caller, report: AccessReport) -> None:
+        """memory.accessed for what a reader used (inference: the memories put in a
+        prompt). Every cube is checked first, so a foreign id publishes nothing."""
+        cubes = [self._live(caller, item.cube_id) for item in report.items]
+        try:
+            for item, cube in zip(report.items, cubes, strict=True):
+                data = MemoryAccessed(
+                    cube_id=cube.id,
+                    version=item.version,
+                    channel=report.channel,
+                    query_id=report.query_id,
+                    rank=item.rank,
+                    score=item.score,
+                    principal=caller.principal,
+                    session_id=report.session_id,
+                )
+                self._bus.publish(data.topic, self._event(caller, cube, data), key=cube.id)
+        except Exception as exc:  # statistics, as for searches: logged, not the caller's
+            log.warning("memory.accessed not published for %s: %s", report.query_id, exc)
 
     def _publish_accessed(self, caller: Caller, found: list[tuple[MemCube, float]]) -> None:
         """Access facts feed the scheduler's usage statistics. They are not part of a

@@ -18,6 +18,7 @@ from opentelemetry.propagate import inject
 
 from shared.errors import FieldError, MemgridError, Unavailable
 from shared.schemas.api import (
+    AccessReport,
     ApiKeyRecord,
     Caller,
     CubeDraft,
@@ -127,8 +128,14 @@ class HttpVault:
         data = self._call("GET", f"/memories/{_seg(cube_id)}/lineage", caller)
         return LineageResponse.model_validate(data)
 
-    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse:
-        return SearchResponse.model_validate(self._call("POST", "/search", caller, req))
+    def search(
+        self, caller: Caller, req: SearchRequest, *, publish_access: bool = True
+    ) -> SearchResponse:
+        path = "/search" if publish_access else "/search?access=none"
+        return SearchResponse.model_validate(self._call("POST", path, caller, req))
+
+    def record_access(self, caller: Caller, report: AccessReport) -> None:
+        self._call("POST", "/access", caller, report)
 
     # System operations: no caller; the tenant is part of the path. Bodies are
     # built unvalidated so that bad input gets the vault's 422 problem, exactly

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from shared.schemas.api import (
+    AccessReport,
     ApiKeyRecord,
     Caller,
     CubeDraft,
@@ -41,7 +42,18 @@ class VaultAPI(Protocol):
     def delete_memory(self, caller: Caller, cube_id: str) -> None: ...
     def history(self, caller: Caller, cube_id: str) -> list[MemCube]: ...
     def lineage(self, caller: Caller, cube_id: str) -> LineageResponse: ...
-    def search(self, caller: Caller, req: SearchRequest) -> SearchResponse: ...
+    def search(
+        self, caller: Caller, req: SearchRequest, *, publish_access: bool = True
+    ) -> SearchResponse:
+        """Hybrid search; publishes memory.accessed (channel search) per hit unless
+        ``publish_access`` is false (inference reports what it used instead)."""
+        ...
+
+    def record_access(self, caller: Caller, report: AccessReport) -> None:
+        """Publishes memory.accessed with ``report.channel`` for each item; any cube
+        not readable by ``caller`` (another tenant's, deleted) raises NotFound and
+        nothing is published."""
+        ...
 
     # System operations (the scheduler's, for every tenant); see docs/lifecycle.md.
     def expire_due(self, now: datetime, limit: int = 1000) -> list[str]:

@@ -7,7 +7,7 @@ on settings are checked in the interface (413); the bounds here are the hard one
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -150,6 +150,27 @@ class SearchHit(_Strict):
 
 class SearchResponse(_Strict):
     results: list[SearchHit]
+
+
+class AccessItem(_Strict):
+    cube_id: str = Field(min_length=1, max_length=256)
+    version: int = Field(ge=1)
+    rank: int = Field(ge=1)
+    score: float = 0.0
+
+
+class AccessReport(_Strict):
+    """Memories a reader actually used, for memory.accessed (the scheduler's usage).
+
+    A search publishes its own accesses (channel ``search``). Inference retrieves
+    with ``SearchRequest`` but publishes nothing then (it may drop hits that do not
+    fit the token budget); it reports the memories it put in the prompt with this,
+    channel ``inference``, one ``query_id`` per request."""
+
+    channel: Literal["inference"] = "inference"
+    query_id: str = Field(min_length=1, max_length=256)
+    items: list[AccessItem] = Field(min_length=1, max_length=1000)
+    session_id: str | None = Field(default=None, max_length=256)
 
 
 class MemoriesResponse(_Strict):

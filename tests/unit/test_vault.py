@@ -140,6 +140,34 @@ def test_search_publishes_accessed_with_ranks(env) -> None:  # type: ignore[no-u
     assert len({a.query_id for a in accessed}) == 1  # type: ignore[attr-defined]
 
 
+def test_inference_access_is_reported_not_searched(env) -> None:  # type: ignore[no-untyped-def]
+    """Inference retrieves without publishing, then reports what it put in the prompt
+    (channel inference); a foreign cube in the report publishes nothing (404)."""
+    from shared.schemas.api import AccessItem, AccessReport
+
+    vault, bus, _, caller, ns = env
+    rec = Recorder(bus, ["memory.accessed"])
+    vault.create_memories(caller, ns, [CubeDraft(text=f"fact number {i}") for i in range(3)])
+    req = SearchRequest(query="fact number", namespaces=[ns], top_k=3)
+    res = vault.search(caller, req, publish_access=False)
+    bus.flush()
+    assert len(res.results) == 3 and rec.events == []
+    used = res.results[0]
+    report = AccessReport(
+        query_id="q1", items=[AccessItem(cube_id=used.id, version=used.version, rank=1)]
+    )
+    vault.record_access(caller, report)
+    bus.flush()
+    [ev] = [e.parse() for e in rec.events]
+    assert (ev.cube_id, ev.channel, ev.query_id) == (used.id, "inference", "q1")  # type: ignore[attr-defined]
+    other = vault.create_tenant("other")
+    stranger = Caller(tenant=other.id, principal="p")
+    with pytest.raises(NotFound):
+        vault.record_access(stranger, report)
+    bus.flush()
+    assert len(rec.events) == 1
+
+
 class DownBus:
     """A bus whose broker is unreachable: publish fails, as Kafka's would."""
 
