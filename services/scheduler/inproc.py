@@ -106,6 +106,7 @@ class EmbeddedScheduler:
         self._group = group
         self._state = state
         self._lock = threading.Lock()
+        self._unobserved: dict[str, None] = {}  # touched cubes, insertion-ordered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sub: Subscription | None = None
@@ -122,7 +123,12 @@ class EmbeddedScheduler:
 
     def _handle(self, event: EventEnvelope) -> None:
         with self._lock:
-            result = self.scheduler.process([Delivery(event)])
+            # The bus hands events over one at a time; refreshing the namespace
+            # summary per event would copy the namespace record (a row per cube)
+            # per event. The touched cubes are summarised before the next tick.
+            result = self.scheduler.usage.process([Delivery(event)])
+            self.scheduler.apply_facts([event])
+            self._unobserved.update(dict.fromkeys(result.touched))
         if result.rejected:
             raise result.rejected[0][1]  # the bus retries, then dead-letters it
         self.stats.record(result, 1, time.time())
@@ -131,6 +137,7 @@ class EmbeddedScheduler:
         """Runs the policies at ``now`` (default: the clock's time), flushes the state,
         then publishes the commands (after the flush: see engine.py)."""
         with self._lock:
+            self._observe()
             result = self.scheduler.tick(self.clock() if now is None else now)
             if self._state is not None:
                 self._state.flush()
@@ -138,8 +145,16 @@ class EmbeddedScheduler:
             self._bus.publish(message.topic, message.event, key=message.key)
         return result
 
+    def _observe(self) -> None:
+        """Namespace summaries of the cubes touched since the last call (under the lock)."""
+        if self._unobserved:
+            usage = self.scheduler.usage.usage
+            self.scheduler.observe(filter(None, map(usage, self._unobserved)))
+            self._unobserved.clear()
+
     def explain(self, cube_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
         with self._lock:
+            self._observe()
             return self.scheduler.explain(cube_id, self.clock(), tenant=tenant)
 
     def _run(self) -> None:
@@ -159,6 +174,7 @@ class EmbeddedScheduler:
             self._sub = None
         if self._state is not None:
             with self._lock:
+                self._observe()
                 self._state.close()
             self._state = None
 
