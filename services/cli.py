@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "vault": "services.vault.main:serve",
     "scheduler": "services.scheduler.main:serve",
     "governance": "services.governance.main:serve",
+    "inference": "services.inference.serve:serve",
 }
 
 

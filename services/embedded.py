@@ -12,11 +12,14 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from services.inference.local import LocalInference
 from services.interface.app import create_app
 from services.scheduler.inproc import start_scheduler
 from services.vault.factory import build_vault
 from shared.adapters import create_event_bus
+from shared.clients.inference_http import HttpInference
 from shared.clients.scheduler_inproc import InProcessScheduler
+from shared.ports.inference import InferenceAPI
 from shared.schemas.memcube import utcnow
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
@@ -35,11 +38,19 @@ def build_embedded(
     scheduler = start_scheduler(
         bus, settings.scheduler, settings.data_dir, vault=vault, clock=clock
     )
+    # POST /v1/chat: the inference logic in this process, the model loaded on the
+    # first chat (no Ray: the API must start fast; docs/inference.md#serving), or
+    # a Ray Serve app when MEMGRID_INFERENCE__SERVE__URL names one.
+    cfg = settings.inference.serve
+    inference: InferenceAPI = (
+        HttpInference(cfg) if cfg.url.startswith("http") else LocalInference(settings, vault)
+    )
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
-    app = create_app(settings, vault, InProcessScheduler(scheduler))
+    app = create_app(settings, vault, InProcessScheduler(scheduler), inference)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
 
     def close() -> None:
+        inference.close()
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()
         bus.close()

@@ -12,14 +12,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.interface import routes_admin, routes_memories, routes_namespaces, routes_search
+from services.interface import (
+    routes_admin,
+    routes_chat,
+    routes_memories,
+    routes_namespaces,
+    routes_search,
+)
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
 from services.interface.reader import MemReader
 from services.interface.tracing import TracingMiddleware
+from shared.clients.inference_http import NoInference
 from shared.clients.scheduler_inproc import NoScheduler
 from shared.http_problems import install_problem_handlers
+from shared.ports.inference import InferenceAPI
 from shared.ports.scheduler import SchedulerAPI
 from shared.ports.vault import VaultAPI
 from shared.settings import Settings
@@ -41,10 +49,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, vault: VaultAPI, scheduler: SchedulerAPI | None = None
+    settings: Settings,
+    vault: VaultAPI,
+    scheduler: SchedulerAPI | None = None,
+    inference: InferenceAPI | None = None,
 ) -> FastAPI:
     """The API v1 app over ``vault``, with ``scheduler`` for memory usage (without
-    one, every memory reads as not yet tracked). Raises ConfigError for unknown
+    one, every memory reads as not yet tracked) and ``inference`` for ``POST
+    /v1/chat`` (without one, chat answers 503). Raises ConfigError for unknown
     backends."""
     setup_tracing(settings.telemetry, "interface")
     app = FastAPI(
@@ -60,12 +72,13 @@ def create_app(
     app.state.vault = vault
     # Not app.state.scheduler: embedded mode keeps the scheduler itself there.
     app.state.scheduler_api = scheduler if scheduler is not None else NoScheduler()
+    app.state.inference = inference if inference is not None else NoInference()
     app.state.reader = MemReader(context_window=settings.search.context_window)
     app.state.extractor = build_extractor(settings.extractor)
 
     install_problem_handlers(app)
     app.openapi = custom_openapi(app)  # type: ignore[method-assign]
-    for module in (routes_admin, routes_namespaces, routes_memories, routes_search):
+    for module in (routes_admin, routes_namespaces, routes_memories, routes_search, routes_chat):
         app.include_router(module.router)
 
     # Added last = outermost: the span covers the size check as well.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.clients.inference_http import HttpInference, NoInference
 from shared.clients.scheduler_http import HttpScheduler
 from shared.clients.vault_http import HttpVault
 from shared.errors import ConfigError
@@ -21,11 +22,18 @@ def serve(settings: Settings) -> None:
     # Memory usage (GET /v1/memories/{id}/usage) from the scheduler's web server;
     # a scheduler that is down only makes that route answer 503.
     scheduler = HttpScheduler(settings.scheduler)
-    app = create_app(settings, vault, scheduler)
+    # POST /v1/chat forwards to the inference service's Serve app; without its URL
+    # chat answers 503 (inference_unavailable) and everything else works.
+    cfg = settings.inference.serve
+    inference = HttpInference(cfg) if cfg.url.startswith("http") else NoInference()
+    app = create_app(settings, vault, scheduler, inference)
     print(f"memgrid interface on http://{settings.host}:{settings.port}", flush=True)
-    print(f"  vault {settings.vault.url}, scheduler {scheduler.url}", flush=True)
+    print(
+        f"  vault {settings.vault.url}, scheduler {scheduler.url}, inference {cfg.url}", flush=True
+    )
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
+        inference.close()
         scheduler.close()
         vault.close()
