@@ -21,7 +21,8 @@ from .base import CacheLayout, KVPrefix, ModelBackend, ModelFingerprint, SourceR
 BACKENDS: Registry[ModelBackend] = Registry("inference")
 _HERE = "services.inference.backends"
 BACKENDS.register("transformers", f"{_HERE}.hf:TransformersBackend.from_settings")
-BACKENDS.register("openai", f"{_HERE}.openai_compat:OpenAIBackend.from_settings")
+# The remote backend belongs to serving (plaintext only): services/inference/openai_backend.py.
+BACKENDS.register("openai", "services.inference.openai_backend:OpenAIBackend.from_settings")
 
 
 def create_backend(settings: Settings) -> ModelBackend:
