@@ -156,6 +156,7 @@ def service_env(cfg: Config, service: str) -> dict[str, str]:
         env["MEMGRID_ADMIN_KEY"] = sec["admin_key"]
     if service == "scheduler":
         env["MEMGRID_SCHEDULER__WEB_PORT"] = str(cfg.ports["scheduler"])
+        env["MEMGRID_VAULT__URL"] = cfg.url("vault")  # expiry, transitions, merges
     if service == "governance":
         env["MEMGRID_GOVERNANCE__WEB_PORT"] = str(cfg.ports["governance"])
     return env
