@@ -386,3 +386,30 @@ def test_scheduler_url_setting() -> None:
     assert SchedulerSettings(url="http://sched:6066").web_url() == "http://sched:6066"
     with pytest.raises(ValueError, match="http"):
         SchedulerSettings(url="sched:6066")
+
+
+def test_the_scheduler_merges_near_duplicates_into_one_searchable_memory(w: World) -> None:
+    """The merge policy end to end: memory.created → near-duplicate check at the
+    tick → vault merge; search then returns one cube whose lineage names both."""
+    a = w.add("Ana moved to Lisbon in March")
+    w.clock.now += timedelta(minutes=1)
+    b = w.add("Ana moved to Lisbon in March!")  # same words: cosine 1 with hashing
+    other = w.add("Bob plays the violin every morning")
+    w.settle()
+    result = w.scheduler.tick()
+    (merge,) = [d for d in result.decisions if d.kind == "merge"]
+    assert sorted(merge.cube_ids) == sorted([a, b]) and "near-duplicates" in merge.reason
+    merged = merge.target_id
+    found = w.search("Ana Lisbon March")
+    assert merged in found and a not in found and b not in found
+    assert other not in found or found.index(merged) < found.index(other)
+    lineage = w.client.get(f"/v1/memories/{merged}/lineage", headers=w.h).json()
+    into = {(e["src"], e["dst"]) for e in lineage["edges"] if e["kind"] == "MERGED_INTO"}
+    assert into == {(f"{a}@1", f"{merged}@1"), (f"{b}@1", f"{merged}@1")}
+    for original in (a, b):
+        cube = w.client.get(f"/v1/memories/{original}", headers=w.h).json()
+        assert cube["lifecycle"]["state"] == "merged"
+        assert cube["lifecycle"]["reason"] == merge.reason
+    assert [d["kind"] for d in w.usage(a).json()["decisions"]] == ["merge"]
+    w.settle()
+    assert [d.kind for d in w.scheduler.tick().decisions if d.kind == "merge"] == []  # once
