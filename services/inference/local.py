@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from services.inference.app import LazyEngine, sse_lines
 from services.inference.chat import ChatEngine
+from shared.errors import Unavailable
 from shared.ports.vault import VaultAPI
 from shared.schemas.api import Caller
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
@@ -31,7 +32,14 @@ class LocalInference:
                 return engine
             from services.inference.backends import create_backend
 
-            return ChatEngine(settings.inference, create_backend(settings), vault)
+            try:
+                backend = create_backend(settings)
+            except ImportError as exc:  # an API installed without the inference extra
+                raise Unavailable(
+                    f"inference dependencies missing ({exc.name}): install memgrid[inference]",
+                    code="inference_unavailable",
+                ) from exc
+            return ChatEngine(settings.inference, backend, vault)
 
         self.engine = LazyEngine(build)
 
