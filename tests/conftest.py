@@ -19,7 +19,15 @@ ADMIN_KEY = "root-test-key"
 
 @pytest.fixture
 def api_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, admin_key=ADMIN_KEY, embedder={"backend": "hashing"})  # type: ignore[arg-type]
+    from tests.inference_fakes import register_fake
+
+    register_fake()  # POST /v1/chat on a fake model: no torch, no weights
+    return Settings(  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        admin_key=ADMIN_KEY,
+        embedder={"backend": "hashing"},
+        inference={"backend": "fake"},
+    )
 
 
 @pytest.fixture(params=["embedded", "split"])
@@ -37,18 +45,31 @@ def api_client(request: pytest.FixtureRequest, api_settings: Settings) -> Iterat
             close()
         return
 
+    from services.inference.app import create_app as create_inference_app
+    from services.inference.chat import ChatEngine
     from services.interface.app import create_app
     from services.vault.app import create_app as create_vault_app
     from services.vault.factory import build_vault
+    from shared.clients.inference_http import HttpInference
     from shared.clients.vault_http import HttpVault
+    from tests.inference_fakes import FakeBackend
 
     vault = build_vault(api_settings)
     vault.start()
     try:
         with TestClient(create_vault_app(api_settings, vault)) as internal:
-            app = create_app(api_settings, HttpVault(api_settings.vault, client=internal))
-            with TestClient(app) as client:
-                yield client
+            # Chat goes interface → inference app → vault, each over HTTP.
+            engine = ChatEngine(
+                api_settings.inference,
+                FakeBackend(),
+                HttpVault(api_settings.vault, client=internal),
+            )
+            with TestClient(create_inference_app(api_settings, engine)) as inf:
+                inference = HttpInference(api_settings.inference.serve, client=inf)
+                vault_api = HttpVault(api_settings.vault, client=internal)
+                app = create_app(api_settings, vault_api, None, inference)
+                with TestClient(app) as client:
+                    yield client
     finally:
         vault.close()
 
