@@ -285,7 +285,7 @@ class ChatEngine:
     def complete(self, p: Prepared) -> ChatCompletionResponse:
         pieces = list(self.start(p))
         text = "".join(pieces)
-        completion = len(pieces)
+        completion = self._completion_tokens(len(pieces), text)
         return ChatCompletionResponse(
             id=p.id,
             created=p.created,
@@ -318,18 +318,27 @@ class ChatEngine:
             )
 
         yield chunk(ChunkDelta(role="assistant", content=""), memgrid=p.report)
-        completion = 0
+        count, text = 0, []
         try:
             for piece in pieces:
-                completion += 1
+                count += 1
                 if piece:
+                    text.append(piece)
                     yield chunk(ChunkDelta(content=piece))
         finally:
             close = getattr(pieces, "close", None)
             if callable(close):  # the client went away: stop generating
                 close()
+        completion = self._completion_tokens(count, "".join(text))
         finish = "length" if completion >= p.max_new_tokens else "stop"
         yield chunk(ChunkDelta(), finish, usage=_usage(p.prompt_tokens, completion))
+
+    def _completion_tokens(self, pieces: int, text: str) -> int:
+        """Tokens generated, as well as the port lets us know: backends yield about
+        one piece per token, but hold back pieces that end inside a character or
+        might start a stop string; re-tokenising the text errs the other way. The
+        larger of the two, so that hitting ``max_tokens`` reads as ``length``."""
+        return max(pieces, self.backend.count_tokens(text) if text else 0)
 
     def _report_access(self, p: Prepared) -> None:
         if not p.access or p.caller is None or self._vault is None:

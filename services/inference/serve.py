@@ -124,13 +124,14 @@ def serve(settings: Settings) -> None:
     from ray import serve as ray_serve
 
     cfg = settings.inference.serve
+    # Handlers first: a signal during the start (Ray's, the model's load) still stops us.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     init_ray(cfg)
     ray_serve.start(http_options={"host": settings.host, "port": cfg.port})
     ray_serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
     print(f"memgrid inference (Ray Serve) on http://{settings.host}:{cfg.port}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         stop.wait()
     finally:
