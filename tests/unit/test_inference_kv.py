@@ -190,3 +190,40 @@ def test_backend_packages_import_without_torch() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_namespace_activations_serve_the_plaintext_memory_block(
+    backend: Any, tmp_path: Path
+) -> None:
+    from services.inference.kv import NamespaceActivations
+    from services.inference.prompts import MemoryText, render_memories
+    from shared.schemas.api import Caller
+
+    memories = [
+        MemoryText("c1", 3, "ns1", "Ana lives in Lisbon", 0.9),
+        MemoryText("c2", 1, "ns1", "Ana's locker code is 1234", 0.5),
+    ]
+    acts = NamespaceActivations(store(backend, tmp_path))
+    ref = acts.build("t1", "ns1", memories, budget=200)
+    assert ref is not None and acts.current("t1", "ns1") == ref.key
+    prefix = acts.prefix_for(Caller(tenant="t1", principal="p"), ["ns0", "ns1"])
+    assert prefix is not None
+    assert [str(s) for s in prefix.sources] == ["c1@3", "c2@1"]
+    block = render_memories(memories, 200, backend.count_tokens, backend.truncate_to_tokens)
+    assert prefix.text == block.text  # what plaintext injection would have put first
+    prompt = "User: What is Ana's locker code?\nAssistant:"
+    np.testing.assert_allclose(
+        backend.next_token_logits(prompt, prefix=prefix),
+        backend.next_token_logits(block.text + prompt),
+        atol=ATOL,
+        rtol=0,
+    )
+    # Another tenant asking for the same namespace id gets nothing.
+    assert acts.prefix_for(Caller(tenant="t2", principal="p"), ["ns1"]) is None
+    with pytest.raises(NotFound):
+        acts.attach("t1", "ns2", ref.key)  # a cache of ns1 cannot serve ns2
+    assert acts.detach("t1", "ns1") == ref.key
+    assert acts.prefix_for(Caller(tenant="t1", principal="p"), ["ns1"]) is None
+    acts.attach("t1", "ns1", ref.key)
+    acts.store.delete("t1", ref.key)  # erased: plaintext serves instead
+    assert acts.prefix_for(Caller(tenant="t1", principal="p"), ["ns1"]) is None

