@@ -381,6 +381,9 @@ class InferenceSettings(_Group):
         default=1024 * 1024 * 1024, ge=0, description="LRU budget of KV caches in memory"
     )
     kv_max_tokens: int = Field(default=4_096, ge=1, description="longest memory text of one cache")
+    adapters_max_loaded: int = Field(
+        default=8, ge=1, le=1_024, description="LoRA adapters kept loaded per replica (LRU)"
+    )
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr = SecretStr("")
