@@ -24,7 +24,7 @@ from shared.schemas.api import (
     SearchResponse,
     TenantCreated,
 )
-from shared.schemas.memcube import MemCube, PlaintextPayload
+from shared.schemas.memcube import ActivationPayload, MemCube, PlaintextPayload
 from shared.security import generate_api_key
 
 
@@ -39,6 +39,7 @@ class FakeVault:
         self.cubes: dict[str, MemCube] = {}
         self.drafts: list[CubeDraft] = []
         self.down = False
+        self.activations: dict[tuple[str, str], MemCube] = {}
         self.explode: Exception | None = None
 
     def _check(self) -> None:
@@ -142,6 +143,41 @@ class FakeVault:
         self._check()
         for item in report.items:
             self.get_memory(caller, item.cube_id)
+
+    # Activation records: the current payload per (tenant, namespace), no graph.
+    def record_activation(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ActivationPayload,
+        reason: str,
+        command_id: str | None = None,
+    ) -> MemCube:
+        self._check()
+        now = _now()
+        cube = MemCube(
+            id=f"kv_{namespace}",
+            version=1,
+            tenant=tenant,
+            namespace=namespace,
+            created_at=now,
+            updated_at=now,
+            payload=payload,
+        )
+        self.activations[(tenant, namespace)] = cube
+        return cube
+
+    def current_activation(self, tenant: str, namespace: str) -> MemCube | None:
+        self._check()
+        return self.activations.get((tenant, namespace))
+
+    def demote_activation(
+        self, tenant: str, namespace: str, target_id: str, reason: str
+    ) -> MemCube | None:
+        cube = self.activations.get((tenant, namespace))
+        if cube is None or getattr(cube.payload, "manifest_key", None) != target_id:
+            return None
+        return self.activations.pop((tenant, namespace))
 
     def ready(self) -> None:
         if self.down:

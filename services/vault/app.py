@@ -18,6 +18,11 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from services.vault.service import Vault
 from shared.errors import NotFound, Unauthorized
 from shared.http_problems import install_problem_handlers
+from shared.schemas.activation import (
+    ActivationCurrent,
+    ActivationDemoteRequest,
+    ActivationRecordRequest,
+)
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -173,6 +178,27 @@ def _router(token: str | None) -> APIRouter:
     ) -> NearDuplicatesResponse:
         found = vault.near_duplicates(tenant, cube_id, threshold, limit)
         return NearDuplicatesResponse(duplicates=[NearDuplicate(id=i, score=s) for i, s in found])
+
+    # Activation memory (the inference service's): tenant and namespace in the path.
+    @r.post("/tenants/{tenant}/namespaces/{namespace}/activation")
+    def record_activation(
+        tenant: str, namespace: str, body: ActivationRecordRequest, vault: VaultDep
+    ) -> MemCube:
+        return vault.record_activation(
+            tenant, namespace, body.payload, body.reason, body.command_id
+        )
+
+    @r.get("/tenants/{tenant}/namespaces/{namespace}/activation")
+    def current_activation(tenant: str, namespace: str, vault: VaultDep) -> ActivationCurrent:
+        return ActivationCurrent(cube=vault.current_activation(tenant, namespace))
+
+    @r.post("/tenants/{tenant}/namespaces/{namespace}/activation/demote")
+    def demote_activation(
+        tenant: str, namespace: str, body: ActivationDemoteRequest, vault: VaultDep
+    ) -> ActivationCurrent:
+        return ActivationCurrent(
+            cube=vault.demote_activation(tenant, namespace, body.target_id, body.reason)
+        )
 
     return r
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from services.vault.activations import ActivationRecords
 from services.vault.lifecycle_ops import LifecycleOps
 from services.vault.outbox import OutboxRelay
 from services.vault.retrieval import Retriever
@@ -48,6 +49,7 @@ from shared.schemas.events import (
     make_event,
 )
 from shared.schemas.memcube import (
+    ActivationPayload,
     Edge,
     EdgeKind,
     Governance,
@@ -85,6 +87,7 @@ class Vault:
         self._retriever = Retriever(store, embedder, settings.search)
         self.relay = OutboxRelay(store, bus)
         self._lifecycle = LifecycleOps(store, embedder, clock, self.relay.kick, SOURCE)
+        self._activations = ActivationRecords(store, clock)
 
     # --- lifecycle of the service object -------------------------------------
 
@@ -299,6 +302,25 @@ class Vault:
         return self._lifecycle.near_duplicates(tenant, cube_id, threshold, limit)
 
     # --- reads -----------------------------------------------------------------
+
+    # Activation memory: the inference service's record of its KV caches.
+    def record_activation(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ActivationPayload,
+        reason: str,
+        command_id: str | None = None,
+    ) -> MemCube:
+        return self._activations.record(tenant, namespace, payload, reason, command_id)
+
+    def current_activation(self, tenant: str, namespace: str) -> MemCube | None:
+        return self._activations.current(tenant, namespace)
+
+    def demote_activation(
+        self, tenant: str, namespace: str, target_id: str, reason: str
+    ) -> MemCube | None:
+        return self._activations.demote(tenant, namespace, target_id, reason)
 
     def _live(self, caller: Caller, cube_id: str) -> MemCube:
         cube = self._store.get_cube(caller.tenant, cube_id)

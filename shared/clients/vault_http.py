@@ -17,6 +17,11 @@ import httpx
 from opentelemetry.propagate import inject
 
 from shared.errors import FieldError, MemgridError, Unavailable
+from shared.schemas.activation import (
+    ActivationCurrent,
+    ActivationDemoteRequest,
+    ActivationRecordRequest,
+)
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -42,7 +47,7 @@ from shared.schemas.lifecycle_api import (
     NearDuplicatesResponse,
     TransitionRequest,
 )
-from shared.schemas.memcube import LifecycleState, MemCube
+from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube
 from shared.settings import VaultClientSettings
 
 PREFIX = "/internal/v1"
@@ -168,6 +173,29 @@ class HttpVault:
         path = f"/tenants/{_seg(tenant)}/memories/{_seg(cube_id)}/near-duplicates?{query}"
         found = NearDuplicatesResponse.model_validate(self._call("GET", path)).duplicates
         return [(d.id, d.score) for d in found]
+
+    def record_activation(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ActivationPayload,
+        reason: str,
+        command_id: str | None = None,
+    ) -> MemCube:
+        body = ActivationRecordRequest(payload=payload, reason=reason, command_id=command_id)
+        path = f"/tenants/{_seg(tenant)}/namespaces/{_seg(namespace)}/activation"
+        return MemCube.model_validate(self._call("POST", path, None, body))
+
+    def current_activation(self, tenant: str, namespace: str) -> MemCube | None:
+        path = f"/tenants/{_seg(tenant)}/namespaces/{_seg(namespace)}/activation"
+        return ActivationCurrent.model_validate(self._call("GET", path)).cube
+
+    def demote_activation(
+        self, tenant: str, namespace: str, target_id: str, reason: str
+    ) -> MemCube | None:
+        body = ActivationDemoteRequest(target_id=target_id, reason=reason)
+        path = f"/tenants/{_seg(tenant)}/namespaces/{_seg(namespace)}/activation/demote"
+        return ActivationCurrent.model_validate(self._call("POST", path, None, body)).cube
 
     def ready(self) -> None:
         try:

@@ -24,7 +24,7 @@ from shared.schemas.api import (
     SearchResponse,
     TenantCreated,
 )
-from shared.schemas.memcube import LifecycleState, MemCube
+from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube
 
 
 @runtime_checkable
@@ -75,6 +75,31 @@ class VaultAPI(Protocol):
         self, tenant: str, cube_id: str, threshold: float, limit: int = 5
     ) -> list[tuple[str, float]]:
         """(id, cosine) of other searchable cubes of its namespace at or above ``threshold``."""
+        ...
+
+    # Activation memory (inference's); see services/vault/activations.py.
+    def record_activation(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ActivationPayload,
+        reason: str,
+        command_id: str | None = None,
+    ) -> MemCube:
+        """Makes the KV cache ``payload`` describes the namespace's current one: an
+        activation-tier cube version with DERIVED_FROM edges to each source (which
+        must be plaintext cubes of that namespace, else NotFound), in one write.
+        Idempotent for the cache already current. Never returned by search."""
+        ...
+
+    def current_activation(self, tenant: str, namespace: str) -> MemCube | None:
+        """The namespace's current KV cache record, None when it has none."""
+        ...
+
+    def demote_activation(
+        self, tenant: str, namespace: str, target_id: str, reason: str
+    ) -> MemCube | None:
+        """Marks the cache ``target_id`` no longer current; None when it was not."""
         ...
 
     def ready(self) -> None:
