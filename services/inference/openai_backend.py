@@ -95,9 +95,12 @@ class OpenAIBackend:
         stop: Sequence[str] = (),
         prefix: Any = None,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> Iterator[str]:
         if prefix is not None:
             raise _unsupported("activation")
+        if adapter is not None:
+            raise _unsupported("parametric")
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -143,7 +146,9 @@ class OpenAIBackend:
     def build_prefix(self, text: str, *, sources: Sequence[Any] = ()) -> Any:
         raise _unsupported("activation")
 
-    def next_token_logits(self, prompt: str, *, prefix: Any = None) -> Any:
+    def next_token_logits(
+        self, prompt: str, *, prefix: Any = None, adapter: str | None = None
+    ) -> Any:
         raise MemgridError(
             "the remote backend does not expose logits", status=400, code="tier_unsupported"
         )

@@ -105,6 +105,9 @@ class MemoryReport(_Strict):
     token_budget: int = 0
     memory_tokens: int = 0
     query_id: str | None = None
+    adapter: str | None = Field(
+        default=None, description="the LoRA adapter id applied (tier parametric), if any"
+    )
 
 
 class AssistantMessage(_Strict):

@@ -33,6 +33,12 @@ Contract (read before implementing or calling):
 * Backends that cannot do activation memory (``supports_activation`` false, e.g.
   remote OpenAI-compatible servers) raise ``shared.errors.BadRequest`` with code
   ``tier_unsupported`` from ``build_prefix`` and for a non-None ``prefix``.
+* ``adapter`` (parametric memory) names a LoRA adapter loaded into this backend
+  (``load_adapter(name, config, weights)`` on backends with ``supports_adapters``;
+  services.inference.adapters does the loading, validation and LRU). None means the
+  base weights, exactly as if no adapter had ever been loaded. An unknown name
+  raises ``NotFound`` (``adapter_not_loaded``); backends without adapter support
+  raise ``BadRequest``-like ``tier_unsupported`` (400) for a non-None ``adapter``.
 * Errors: bad arguments → ``BadRequest``; prompt plus ``max_new_tokens`` over the
   context window → ``BadRequest`` (``context_length`` tells the limit up front);
   remote backend unreachable → ``Unavailable``.
@@ -193,9 +199,12 @@ class ModelBackend(Protocol):
         stop: Sequence[str] = (),
         prefix: KVPrefix | None = None,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> Iterator[str]: ...
 
-    def next_token_logits(self, prompt: str, *, prefix: KVPrefix | None = None) -> np.ndarray: ...
+    def next_token_logits(
+        self, prompt: str, *, prefix: KVPrefix | None = None, adapter: str | None = None
+    ) -> np.ndarray: ...
 
     def build_prefix(self, text: str, *, sources: Sequence[SourceRef] = ()) -> KVPrefix: ...
 

@@ -11,6 +11,7 @@ prefix length so masks and positions come out as if the prefix had been in the p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.errors import BadRequest, ConfigError, Conflict
+from shared.errors import BadRequest, ConfigError, Conflict, NotFound
 from shared.settings import Settings
 
 from .base import CacheLayout, KVPrefix, ModelFingerprint, SourceRef
@@ -87,6 +88,7 @@ class TransformersBackend:
         self.layout = _layout(self.config)
         # One forward at a time: on a CPU two concurrent forwards only fight for cores.
         self._lock = threading.Lock()
+        self._lora: Any = None  # adapters.lora.LoraHost, made on the first load_adapter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransformersBackend:
@@ -152,13 +154,35 @@ class TransformersBackend:
                 code="kv_fingerprint_mismatch",
             )
 
-    def _forward(self, ids: list[int], cache: Any, start: int) -> torch.Tensor:
+    # -- LoRA adapters (parametric memory; services.inference.adapters) -------------
+
+    def load_adapter(self, name: str, config: dict[str, Any], weights: bytes) -> None:
+        """Loads a validated LoRA adapter as ``name`` (see adapters.lora.LoraHost)."""
+        from ..adapters.lora import LoraHost
+
+        with self._lock:
+            if self._lora is None:
+                self._lora = LoraHost(self.model)
+            self._lora.load(name, config, weights)
+
+    def unload_adapter(self, name: str) -> None:
+        with self._lock:
+            if self._lora is not None:
+                self._lora.unload(name)
+
+    def check_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and (self._lora is None or adapter not in self._lora.loaded):
+            raise NotFound(f"adapter {adapter!r} is not loaded", code="adapter_not_loaded")
+
+    def _forward(
+        self, ids: list[int], cache: Any, start: int, adapter: str | None = None
+    ) -> torch.Tensor:
         import torch
 
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
         positions = torch.arange(start, start + len(ids), device=self.model.device)[None]
-        with self._lock, torch.inference_mode():
-            out = self.model(
+        with self._lock, torch.inference_mode(), self._selected(adapter) as model:
+            out = model(
                 input_ids=input_ids,
                 position_ids=positions,
                 past_key_values=cache,
@@ -167,6 +191,12 @@ class TransformersBackend:
             )
         logits: torch.Tensor = out.logits[0, -1].float()
         return logits
+
+    def _selected(self, adapter: str | None) -> Any:
+        if self._lora is None:
+            self.check_adapter(adapter)
+            return contextlib.nullcontext(self.model)
+        return self._lora.selected(adapter)
 
     def _prompt_ids(self, prompt: str, prefix: KVPrefix | None, max_new: int) -> list[int]:
         ids = self.encode(prompt, bos=prefix is None)
@@ -180,10 +210,13 @@ class TransformersBackend:
             )
         return ids
 
-    def next_token_logits(self, prompt: str, *, prefix: KVPrefix | None = None) -> np.ndarray:
+    def next_token_logits(
+        self, prompt: str, *, prefix: KVPrefix | None = None, adapter: str | None = None
+    ) -> np.ndarray:
+        self.check_adapter(adapter)
         ids = self._prompt_ids(prompt, prefix, 0)
         cache, start = self._cache_for(prefix)
-        return self._forward(ids, cache, start).cpu().numpy()
+        return self._forward(ids, cache, start, adapter).cpu().numpy()
 
     def build_prefix(self, text: str, *, sources: Sequence[SourceRef] = ()) -> KVPrefix:
         ids = self.encode(text, bos=True)
@@ -222,7 +255,9 @@ class TransformersBackend:
         stop: Sequence[str] = (),
         prefix: KVPrefix | None = None,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> Iterator[str]:
+        self.check_adapter(adapter)
         if max_new_tokens < 1:
             raise BadRequest("max_new_tokens must be at least 1")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -230,7 +265,8 @@ class TransformersBackend:
         # Validate before the first next(): errors surface at call time, not mid-stream.
         ids = self._prompt_ids(prompt, prefix, max_new_tokens)
         cache, pos = self._cache_for(prefix)
-        return self._stream(ids, cache, pos, max_new_tokens, temperature, top_p, stop, seed)
+        sampling = (temperature, top_p, stop, seed)
+        return self._stream(ids, cache, pos, max_new_tokens, sampling, adapter)
 
     def _stream(
         self,
@@ -238,19 +274,19 @@ class TransformersBackend:
         cache: Any,
         pos: int,
         max_new: int,
-        temperature: float,
-        top_p: float,
-        stop: Sequence[str],
-        seed: int | None,
+        sampling: tuple[float, float, Sequence[str], int | None],
+        adapter: str | None,
     ) -> Iterator[str]:
         import torch
+
+        temperature, top_p, stop, seed = sampling
 
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         out_ids: list[int] = []
         emitted = 0
         hold = max((len(s) for s in stop), default=1) - 1
         for _ in range(max_new):
-            logits = self._forward(ids, cache, pos)
+            logits = self._forward(ids, cache, pos, adapter)
             pos += len(ids)
             token = _sample(logits, temperature, top_p, gen)
             if token in self.eos_ids:

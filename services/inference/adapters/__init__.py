@@ -1,0 +1,25 @@
+"""Parametric memory: LoRA adapters served per namespace (docs/inference.md).
+
+``AdapterStore`` keeps adapters in the BlobStore (peft's files plus a
+``memgrid.adapter/1`` manifest; ids ``name@version+digest``) and checks them on
+read; ``AdapterRegistry`` is chat's ``ParametricSource``: the current adapter per
+namespace and an LRU of adapters loaded into the backend. torch and peft are
+imported only by ``lora`` (by the transformers backend), never here.
+"""
+
+from __future__ import annotations
+
+from .manifest import FORMAT, AdapterId, AdapterManifest
+from .registry import ActiveAdapter, AdapterRegistry, slot_name
+from .store import AdapterFiles, AdapterStore
+
+__all__ = [
+    "FORMAT",
+    "ActiveAdapter",
+    "AdapterFiles",
+    "AdapterId",
+    "AdapterManifest",
+    "AdapterRegistry",
+    "AdapterStore",
+    "slot_name",
+]

@@ -1,0 +1,169 @@
+"""Which LoRA adapter serves a namespace, and which adapters a replica keeps loaded.
+
+``AdapterRegistry`` is chat's ``ParametricSource``. Per (tenant, namespace) it
+remembers the current adapter id; ``promote`` sets it (checked: the adapter loads
+and fits this model), ``retire`` drops it. The trainer (issue 6) publishes
+memory.promoted with ``to_tier="parametric"`` and ``target_id`` = the adapter id;
+``handle_event`` applies that (and memory.demoted from parametric), and
+``subscribe(bus, group)`` wires it in one call: the composition root (embedded
+or the Serve replica) calls it, nothing subscribes on its own.
+
+Loaded adapters live in the backend under slot names (``a_`` + a hash of tenant,
+namespace and id: peft adapter names cannot contain ``.``) and in an LRU bounded
+by ``inference.adapters_max_loaded``; the least recently used is unloaded when a
+new one comes in. A request whose adapter is evicted mid-generation fails with
+404 ``adapter_not_loaded``: keep the limit above the number of adapters in use
+at once. The current-adapter map is in memory, like the KV store's: after a
+restart the trainer's events (or the graph) re-promote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.errors import Conflict, MemgridError, NotFound
+from shared.ports.bus import EventBus, Subscription
+from shared.schemas.api import Caller
+from shared.schemas.events import EventEnvelope, MemoryDemoted, MemoryPromoted
+
+from ..backends.base import ModelBackend, SourceRef
+from .store import AdapterStore
+
+log = logging.getLogger(__name__)
+
+
+class AdapterHost(Protocol):
+    """A backend that can load adapters (``TransformersBackend``)."""
+
+    def load_adapter(self, name: str, config: dict[str, Any], weights: bytes) -> None: ...
+    def unload_adapter(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActiveAdapter:
+    """An adapter loaded and chosen for a request: pass ``slot`` to the backend."""
+
+    adapter_id: str
+    slot: str
+    namespace: str
+    sources: tuple[SourceRef, ...]
+
+
+def slot_name(tenant: str, namespace: str, adapter_id: str) -> str:
+    return "a_" + hashlib.sha256(f"{tenant}/{namespace}/{adapter_id}".encode()).hexdigest()[:24]
+
+
+class AdapterRegistry:
+    def __init__(self, store: AdapterStore, backend: ModelBackend, max_loaded: int) -> None:
+        if not backend.supports_adapters:
+            raise ValueError(f"backend {backend.name!r} cannot load LoRA adapters")
+        self.store = store
+        self.backend = backend
+        self.max_loaded = max_loaded
+        self._current: dict[tuple[str, str], str] = {}
+        self._loaded: OrderedDict[str, ActiveAdapter] = OrderedDict()  # slot -> adapter
+        # One lock for the map and the LRU; loading (a blob read + peft) happens under
+        # it too, so two requests never load the same adapter twice.
+        self._lock = threading.RLock()
+
+    def _host(self) -> AdapterHost:
+        host: Any = self.backend
+        return host
+
+    # --- namespace -> adapter ------------------------------------------------------
+
+    def promote(self, tenant: str, namespace: str, adapter_id: str) -> ActiveAdapter:
+        """Makes ``adapter_id`` the namespace's adapter; 404/409/422 if unusable."""
+        with self._lock:
+            active = self._ensure_loaded(tenant, namespace, adapter_id)
+            self._current[(tenant, namespace)] = adapter_id
+            return active
+
+    def retire(self, tenant: str, namespace: str, adapter_id: str | None = None) -> str | None:
+        """Stops serving the namespace's adapter (``adapter_id``: only if it is current)."""
+        with self._lock:
+            current = self._current.get((tenant, namespace))
+            if current is None or (adapter_id is not None and current != adapter_id):
+                return None
+            del self._current[(tenant, namespace)]
+            self._unload(slot_name(tenant, namespace, current))
+            return current
+
+    def current(self, tenant: str, namespace: str) -> str | None:
+        with self._lock:
+            return self._current.get((tenant, namespace))
+
+    def adapter_for(self, caller: Caller, namespaces: Sequence[str]) -> ActiveAdapter | None:
+        """The adapter of the first of ``namespaces`` that has one (the caller may read
+        them all: chat checked). Lookups use the caller's tenant only."""
+        for namespace in namespaces:
+            with self._lock:
+                adapter_id = self._current.get((caller.tenant, namespace))
+                if adapter_id is None:
+                    continue
+                try:
+                    return self._ensure_loaded(caller.tenant, namespace, adapter_id)
+                except (NotFound, Conflict) as exc:
+                    # Erased, tampered with or for another model: the request goes on without.
+                    log.warning("adapter %s of %s unusable: %s", adapter_id, namespace, exc.detail)
+                    if self._current.get((caller.tenant, namespace)) == adapter_id:
+                        del self._current[(caller.tenant, namespace)]
+        return None
+
+    # --- the LRU of loaded adapters ---------------------------------------------------
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return [a.adapter_id for a in self._loaded.values()]
+
+    def _ensure_loaded(self, tenant: str, namespace: str, adapter_id: str) -> ActiveAdapter:
+        slot = slot_name(tenant, namespace, adapter_id)
+        hit = self._loaded.get(slot)
+        if hit is not None:
+            self._loaded.move_to_end(slot)
+            return hit
+        files = self.store.load(tenant, namespace, adapter_id, self.backend.fingerprint)
+        while len(self._loaded) >= self.max_loaded:
+            self._unload(next(iter(self._loaded)))
+        self._host().load_adapter(slot, files.config, files.weights)
+        active = ActiveAdapter(adapter_id, slot, namespace, files.manifest.sources)
+        self._loaded[slot] = active
+        return active
+
+    def _unload(self, slot: str) -> None:
+        if self._loaded.pop(slot, None) is not None:
+            self._host().unload_adapter(slot)
+
+    # --- events -------------------------------------------------------------------------
+
+    def handle_event(self, event: EventEnvelope) -> None:
+        """memory.promoted to parametric → promote; memory.demoted from it → retire.
+
+        An adapter that cannot serve here (4xx: another model, malformed, gone) is
+        logged and skipped: redelivery would not fix it.
+        """
+        if event.namespace is None:
+            return
+        if event.topic == MemoryPromoted.topic:
+            promoted = MemoryPromoted.model_validate(event.data)
+            if promoted.to_tier != "parametric":
+                return
+            try:
+                self.promote(event.tenant, event.namespace, promoted.target_id)
+            except MemgridError as exc:
+                if exc.status >= 500:
+                    raise
+                log.warning("adapter %s not served: %s", promoted.target_id, exc.detail)
+        elif event.topic == MemoryDemoted.topic:
+            demoted = MemoryDemoted.model_validate(event.data)
+            if demoted.from_tier == "parametric":
+                self.retire(event.tenant, event.namespace, demoted.target_id)
+
+    def subscribe(self, bus: EventBus, group: str = "inference-adapters") -> Subscription:
+        return bus.subscribe(group, [MemoryPromoted.topic, MemoryDemoted.topic], self.handle_event)
