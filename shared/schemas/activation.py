@@ -29,7 +29,9 @@ class ActivationBuilt(_Strict):
     model: str
     token_count: int
     sources: list[str] = Field(description="cube_id@version, in the cache's order")
-    record: str = Field(description="the activation cube version recording it (id@version)")
+    record: str | None = Field(
+        default=None, description="the vault's activation cube version recording it (id@version)"
+    )
 
 
 # --- the vault's internal API ------------------------------------------------------

@@ -30,6 +30,7 @@ class KVCacheRef:
     tensors_key: str
     token_count: int
     nbytes: int
+    record: str | None = None  # the vault's activation cube version (id@version), once recorded
 
 
 def namespace_of(tenant: str, key: str) -> str:
