@@ -56,6 +56,7 @@ from shared.schemas.chat import (
 from shared.settings import InferenceSettings
 
 if TYPE_CHECKING:
+    from services.inference.adapters import ActiveAdapter
     from services.inference.backends.base import KVPrefix, ModelBackend
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ class ActivationSource(Protocol):
     the KV store (services.inference.kv) provides it. None: no cache fits."""
 
     def prefix_for(self, caller: Caller, namespaces: Sequence[str]) -> KVPrefix | None: ...
+
+
+class ParametricSource(Protocol):
+    """Which LoRA adapter serves a request's namespaces (services.inference.adapters's
+    ``AdapterRegistry``), loaded and ready. None: no namespace has one."""
+
+    def adapter_for(self, caller: Caller, namespaces: Sequence[str]) -> ActiveAdapter | None: ...
 
 
 def tier_unsupported(tier: str, backend: str) -> MemgridError:
@@ -97,6 +105,7 @@ class Prepared:
     caller: Caller | None
     session_id: str | None
     access: list[AccessItem] = field(default_factory=list)
+    adapter: str | None = None  # the backend's slot name of the LoRA adapter applied
 
 
 class ChatEngine:
@@ -106,11 +115,13 @@ class ChatEngine:
         backend: ModelBackend,
         vault: VaultAPI | None,
         activation: ActivationSource | None = None,
+        parametric: ParametricSource | None = None,
     ) -> None:
         self._cfg = settings
         self.backend = backend
         self._vault = vault
         self._activation = activation
+        self._parametric = parametric
         fp = backend.fingerprint
         self.model = fp.model_id if fp is not None else getattr(backend, "model", backend.name)
 
@@ -142,8 +153,19 @@ class ChatEngine:
         used: list[UsedMemory] = []
         access: list[AccessItem] = []
         applied: list[Tier] = []
+        adapter: ActiveAdapter | None = None
         if namespaces and caller is not None:
-            prefix = self._activation_prefix(caller, namespaces, tiers)
+            adapter = self._adapter(caller, namespaces, tiers)
+            if adapter is not None:
+                applied.append("parametric")
+                for ref in adapter.sources:
+                    used.append(
+                        _used(ref.cube_id, ref.version, adapter.namespace, "parametric", 0.0, 0)
+                    )
+            # A KV cache holds the base model's keys and values; under an adapter they
+            # would be wrong, so with an adapter the memory goes in as plaintext.
+            if adapter is None:
+                prefix = self._activation_prefix(caller, namespaces, tiers)
             if prefix is not None:
                 applied.append("activation")
                 for ref in prefix.sources:
@@ -186,6 +208,7 @@ class ChatEngine:
             token_budget=budget,
             memory_tokens=memory_tokens,
             query_id=uuid.uuid4().hex if used else None,
+            adapter=adapter.adapter_id if adapter is not None else None,
         )
         return Prepared(
             id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -203,6 +226,7 @@ class ChatEngine:
             caller=caller,
             session_id=req.user,
             access=access,
+            adapter=adapter.slot if adapter is not None else None,
         )
 
     def _check_sizes(self, req: ChatCompletionRequest) -> None:
@@ -225,6 +249,13 @@ class ChatEngine:
         if "activation" not in tiers or self._activation is None:
             return None
         return self._activation.prefix_for(caller, namespaces)
+
+    def _adapter(
+        self, caller: Caller, namespaces: list[str], tiers: list[Tier]
+    ) -> ActiveAdapter | None:
+        if "parametric" not in tiers or self._parametric is None:
+            return None
+        return self._parametric.adapter_for(caller, namespaces)
 
     def _plaintext(
         self,
@@ -274,6 +305,8 @@ class ChatEngine:
             stop=p.stop,
             prefix=p.prefix,
             seed=p.seed,
+            # Only when set: backends (and fakes) predating parametric memory still work.
+            **({"adapter": p.adapter} if p.adapter is not None else {}),
         )
         try:
             first = next(gen)
