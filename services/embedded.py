@@ -12,6 +12,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from services.inference.activation import COMMAND_GROUP, COMMAND_TOPICS
 from services.inference.local import LocalInference
 from services.interface.app import create_app
 from services.scheduler.inproc import start_scheduler
@@ -42,14 +43,21 @@ def build_embedded(
     # first chat (no Ray: the API must start fast; docs/inference.md#serving), or
     # a Ray Serve app when MEMGRID_INFERENCE__SERVE__URL names one.
     cfg = settings.inference.serve
-    inference: InferenceAPI = (
-        HttpInference(cfg) if cfg.url.startswith("http") else LocalInference(settings, vault)
-    )
+    commands = None
+    if cfg.url.startswith("http"):
+        inference: InferenceAPI = HttpInference(cfg)  # that app consumes the commands itself
+    else:
+        local = LocalInference(settings, vault, bus=bus)
+        inference = local
+        # The scheduler's BuildActivation / EvictActivation, on the same bus.
+        commands = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, local.handle_command)
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
     app = create_app(settings, vault, InProcessScheduler(scheduler), inference)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
 
     def close() -> None:
+        if commands is not None:
+            commands.close()
         inference.close()
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()

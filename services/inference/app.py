@@ -23,9 +23,11 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from services.inference.activation import ActivationService, unsupported
 from services.inference.chat import ChatEngine, Prepared
 from shared.errors import MemgridError, Unauthorized
 from shared.http_problems import install_problem_handlers, problem_responses
+from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.api import Caller
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from shared.settings import Settings
@@ -71,6 +73,16 @@ def _caller(
         principal=x_memgrid_principal or x_memgrid_tenant,
         role=x_memgrid_role,
     )
+
+
+def activation_of(engine: ChatEngine) -> ActivationService:
+    """The engine's activation memory; 400 tier_unsupported for a backend without it.
+    (ChatEngine keeps its ActivationSource private; the service is the one the
+    factories give it: build_activation.)"""
+    source = getattr(engine, "_activation", None)
+    if not isinstance(source, ActivationService):
+        raise unsupported(engine.backend.name)
+    return source
 
 
 def sse_lines(engine: ChatEngine, prepared: Prepared, pieces: Iterator[str]) -> Iterator[bytes]:
@@ -127,6 +139,24 @@ def create_app(settings: Settings, engine: ChatEngine | LazyEngine) -> FastAPI:
             media_type=SSE_MEDIA_TYPE,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @app.post(
+        "/v1/namespaces/{namespace_id}/activation",
+        response_model=ActivationBuilt,
+        status_code=201,
+        responses=problem_responses(400, 401, 404, 422, 503),
+        dependencies=[Depends(check_token)],
+    )
+    async def build_activation(
+        namespace_id: str,
+        body: ActivationBuildRequest,
+        caller: Annotated[Caller | None, Depends(_caller)],
+    ) -> ActivationBuilt:
+        if caller is None:
+            raise Unauthorized("activation memory needs the caller's tenant (X-Memgrid-Tenant)")
+        eng = await run_in_threadpool(holder.get)
+        service = activation_of(eng)
+        return await run_in_threadpool(service.build_for, caller, namespace_id, body)
 
     @app.get("/v1/models", dependencies=[Depends(check_token)])
     def models() -> dict[str, object]:

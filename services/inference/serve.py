@@ -34,8 +34,14 @@ EngineFactory = Callable[[Settings], ChatEngine]
 
 def build_engine(settings: Settings) -> ChatEngine:
     """A replica's engine: the configured backend and, when the vault's URL is
-    http(s), its HTTP client (without one, chats that ask for memory get 503)."""
+    http(s), its HTTP client (without one, chats that ask for memory get 503).
+    With a Kafka bus, the replica also publishes activation memory's facts and
+    consumes the scheduler's activation commands (one consumer group for all
+    replicas: each command is carried out once; the others find the new cache
+    through the vault's record)."""
+    from services.inference.activation import COMMAND_GROUP, COMMAND_TOPICS, build_activation
     from services.inference.backends import create_backend
+    from shared.adapters import create_event_bus
     from shared.clients.vault_http import HttpVault
 
     vault = None
@@ -43,7 +49,12 @@ def build_engine(settings: Settings) -> ChatEngine:
         vault = HttpVault(settings.vault)
     else:
         log.warning("no MEMGRID_VAULT__URL: chats that ask for memory will get 503")
-    return ChatEngine(settings.inference, create_backend(settings), vault)
+    backend = create_backend(settings)
+    bus = create_event_bus(settings.bus) if settings.bus.url.startswith("kafka") else None
+    activation = build_activation(settings, backend, vault, bus)
+    if activation is not None and bus is not None:
+        activation.subscription = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, activation.handle)
+    return ChatEngine(settings.inference, backend, vault, activation)
 
 
 def deployment_options(cfg: InferenceServeSettings) -> dict[str, Any]:

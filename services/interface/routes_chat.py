@@ -22,6 +22,7 @@ from services.interface.limits import check_id
 from shared.errors import FieldError, PayloadTooLarge
 from shared.http_problems import problem_responses
 from shared.ports.inference import InferenceAPI
+from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from shared.settings import LimitSettings
 
@@ -87,3 +88,29 @@ def chat(
         media_type=SSE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.post(
+    "/v1/namespaces/{namespace_id}/activation",
+    response_model=ActivationBuilt,
+    status_code=201,
+    summary="Build a KV cache of a namespace's memories and serve it (activation memory)",
+    responses=problem_responses(400, 401, 404, 413, 422, 429, 503),
+)
+def build_activation(
+    namespace_id: str,
+    body: ActivationBuildRequest,
+    caller: CallerDep,
+    inference: InferenceDep,
+    settings: SettingsDep,
+) -> ActivationBuilt:
+    """Runs the memories named by ``cube_ids`` (or retrieved for ``query``) through
+    the model once and makes the result the namespace's current KV cache: chats
+    asking for tier ``activation`` then start from it instead of reading those
+    memories as text. Returns the cache id, its tokens and its sources (id@version)."""
+    check_id(namespace_id, "namespace")
+    for i, cube_id in enumerate(body.cube_ids or []):
+        check_id(cube_id, f"cube {i}")
+    if body.query is not None and len(body.query) > settings.limits.max_text_chars:
+        raise PayloadTooLarge("query too long", [FieldError("body.query", "too long")])
+    return inference.build_activation(caller, namespace_id, body)

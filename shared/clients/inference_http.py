@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from opentelemetry.propagate import inject
 
 from shared.errors import FieldError, MemgridError, Unavailable
+from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.api import Caller
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from shared.settings import InferenceServeSettings
@@ -70,6 +72,19 @@ class HttpInference:
             raise _error(r.status_code, r.reason_phrase, _json(r))
         return _relay(r)
 
+    def build_activation(
+        self, caller: Caller, namespace: str, req: ActivationBuildRequest
+    ) -> ActivationBuilt:
+        path = f"/v1/namespaces/{quote(namespace, safe='')}/activation"
+        body = req.model_dump_json(exclude_none=True)
+        try:
+            r = self._http.post(path, content=body, headers=self._headers(caller))
+        except httpx.TransportError as exc:
+            raise Unavailable(f"inference unreachable: {type(exc).__name__}") from exc
+        if r.status_code >= 400:
+            raise _error(r.status_code, r.reason_phrase, _json(r))
+        return ActivationBuilt.model_validate(r.json())
+
 
 def _relay(r: httpx.Response) -> Iterator[bytes]:
     try:
@@ -108,6 +123,11 @@ class NoInference:
         raise Unavailable("no inference service configured", code="inference_unavailable")
 
     def stream(self, caller: Caller, req: ChatCompletionRequest) -> Iterator[bytes]:
+        raise Unavailable("no inference service configured", code="inference_unavailable")
+
+    def build_activation(
+        self, caller: Caller, namespace: str, req: ActivationBuildRequest
+    ) -> ActivationBuilt:
         raise Unavailable("no inference service configured", code="inference_unavailable")
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.api import Caller
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 
@@ -29,6 +30,13 @@ class InferenceAPI(Protocol):
         """Server-sent events, byte for byte as the inference service sends them
         (``data: {chunk}\\n\\n`` ..., ``data: [DONE]\\n\\n``). Closing the iterator
         stops generation."""
+        ...
+
+    def build_activation(
+        self, caller: Caller, namespace: str, req: ActivationBuildRequest
+    ) -> ActivationBuilt:
+        """Builds a KV cache of the namespace's memories and makes it the namespace's
+        current one (docs/inference.md#activation-memory-end-to-end)."""
         ...
 
     def close(self) -> None: ...
