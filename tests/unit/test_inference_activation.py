@@ -301,3 +301,43 @@ def test_lru_eviction_demotes(world: dict[str, Any], backend: Any) -> None:
     assert "LRU" in demoted[0].data["reason"]
     assert w["vault"].current_activation(w["caller"].tenant, w["ns"]) is None
     assert svc.activations.current(w["caller"].tenant, w["ns2"]) is not None
+
+
+def test_split_mode_build_over_http(tmp_path: Path, backend: Any) -> None:
+    """interface → HttpInference → inference app → HttpVault → vault."""
+    from services.inference.activation import build_activation
+    from services.inference.app import create_app as create_inference_app
+    from services.inference.chat import ChatEngine
+    from services.interface.app import create_app
+    from services.vault.app import create_app as create_vault_app
+    from services.vault.factory import build_vault
+    from shared.clients.inference_http import HttpInference
+    from shared.clients.vault_http import HttpVault
+
+    settings = settings_for(tmp_path)
+    vault = build_vault(settings)
+    vault.start()
+    try:
+        with TestClient(create_vault_app(settings, vault)) as internal:
+            remote = HttpVault(settings.vault, client=internal)
+            activation = build_activation(settings, backend, remote, None)
+            engine = ChatEngine(settings.inference, backend, remote, activation)
+            with TestClient(create_inference_app(settings, engine)) as inf:
+                inference = HttpInference(settings.inference.serve, client=inf)
+                with TestClient(create_app(settings, remote, None, inference)) as api:
+                    auth, ns, ids = tenant(api, "a")
+                    url = f"/v1/namespaces/{ns}/activation"
+                    r = api.post(url, json={"cube_ids": ids[1:]}, headers=auth)
+                    assert r.status_code == 201, r.text
+                    assert [s.split("@")[0] for s in r.json()["sources"]] == ids[1:]
+                    out = api.post("/v1/chat", json=chat(ns, ["activation"]), headers=auth)
+                    tiers = {m["tier"] for m in out.json()["memgrid"]["memories"]}
+                    assert tiers == {"activation"}
+                    r = api.post(url, json={"query": "x", "token_budget": 10**6}, headers=auth)
+                    assert r.status_code == 422
+                    r = api.post(
+                        "/v1/namespaces/ns_nope/activation", json={"query": "x"}, headers=auth
+                    )
+                    assert r.status_code == 404
+    finally:
+        vault.close()
