@@ -52,7 +52,10 @@ class LocalInference:
                     code="inference_unavailable",
                 ) from exc
             activation = build_activation(settings, backend, vault, bus)
-            return ChatEngine(settings.inference, backend, vault, activation)
+            from services.inference.adapters import build_parametric
+
+            parametric = build_parametric(settings, backend, bus)
+            return ChatEngine(settings.inference, backend, vault, activation, parametric)
 
         self.engine = LazyEngine(build)
 

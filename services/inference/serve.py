@@ -54,7 +54,10 @@ def build_engine(settings: Settings) -> ChatEngine:
     activation = build_activation(settings, backend, vault, bus)
     if activation is not None and bus is not None:
         activation.subscription = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, activation.handle)
-    return ChatEngine(settings.inference, backend, vault, activation)
+    from services.inference.adapters import build_parametric
+
+    parametric = build_parametric(settings, backend, bus)
+    return ChatEngine(settings.inference, backend, vault, activation, parametric)
 
 
 def deployment_options(cfg: InferenceServeSettings) -> dict[str, Any]:

@@ -227,6 +227,38 @@ def test_promoted_event_selects_the_adapter(backend: Any, adapters: Any, tmp_pat
     assert reg.current("t1", "ns1") is None and reg.loaded() == []
 
 
+def test_replicas_follow_promotions_on_the_bus(backend: Any, adapters: Any, tmp_path: Path) -> None:
+    """build_parametric (what serve.py and local.py call) subscribes the registry:
+    a memory.promoted of the parametric tier on the bus makes the adapter current."""
+    from services.inference.adapters import build_parametric
+    from shared.adapters import create_event_bus
+    from shared.schemas.events import MemoryPromoted, make_event
+    from shared.schemas.memcube import Tier
+
+    settings = Settings(blob={"url": f"file://{tmp_path}"})  # type: ignore[arg-type]
+    bus = create_event_bus(settings.bus)
+    try:
+        reg = build_parametric(settings, backend, bus)
+        assert reg is not None and reg.subscription is not None
+        aid = save(reg, backend, adapters[0][0])
+        promoted = MemoryPromoted(
+            cube_ids=["c1"],
+            from_tier=Tier.plaintext,
+            to_tier=Tier.parametric,
+            target_id=aid,
+            reason="stable",
+        )
+        bus.publish(
+            MemoryPromoted.topic,
+            make_event(promoted, source="/test/trainer", tenant="t1", namespace="ns1"),
+            key="ns1",
+        )
+        bus.flush()
+        assert reg.current("t1", "ns1") == aid
+    finally:
+        bus.close()
+
+
 def test_adapters_package_imports_without_torch() -> None:
     code = (
         "import sys, services.inference.adapters; "

@@ -10,7 +10,7 @@ imported only by ``lora`` (by the transformers backend), never here.
 from __future__ import annotations
 
 from .manifest import FORMAT, AdapterId, AdapterManifest
-from .registry import ActiveAdapter, AdapterRegistry, slot_name
+from .registry import ActiveAdapter, AdapterRegistry, build_parametric, slot_name
 from .store import AdapterFiles, AdapterStore
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "AdapterManifest",
     "AdapterRegistry",
     "AdapterStore",
+    "build_parametric",
     "slot_name",
 ]

@@ -31,6 +31,7 @@ from shared.errors import Conflict, MemgridError, NotFound
 from shared.ports.bus import EventBus, Subscription
 from shared.schemas.api import Caller
 from shared.schemas.events import EventEnvelope, MemoryDemoted, MemoryPromoted
+from shared.settings import Settings
 
 from ..backends.base import ModelBackend, SourceRef
 from .store import AdapterStore
@@ -71,6 +72,7 @@ class AdapterRegistry:
         # One lock for the map and the LRU; loading (a blob read + peft) happens under
         # it too, so two requests never load the same adapter twice.
         self._lock = threading.RLock()
+        self.subscription: Subscription | None = None  # set by build_parametric
 
     def _host(self) -> AdapterHost:
         host: Any = self.backend
@@ -167,3 +169,23 @@ class AdapterRegistry:
 
     def subscribe(self, bus: EventBus, group: str = "inference-adapters") -> Subscription:
         return bus.subscribe(group, [MemoryPromoted.topic, MemoryDemoted.topic], self.handle_event)
+
+
+def build_parametric(
+    settings: Settings, backend: ModelBackend, bus: EventBus | None
+) -> AdapterRegistry | None:
+    """The parametric side of a replica or of embedded mode; None when the backend
+    cannot load adapters (the remote OpenAI-compatible one). With a bus, the
+    registry follows memory.promoted / memory.demoted of the parametric tier."""
+    if not backend.supports_adapters:
+        return None
+    from shared.adapters import create_blob_store
+
+    registry = AdapterRegistry(
+        AdapterStore(create_blob_store(settings.blob)),
+        backend,
+        settings.inference.adapters_max_loaded,
+    )
+    if bus is not None:
+        registry.subscription = registry.subscribe(bus)
+    return registry
