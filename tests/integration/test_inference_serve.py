@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from services.vault.app import create_app as create_vault_app
 from services.vault.factory import build_vault
 from shared.settings import Settings
-from tests.integration.ray_support import ServedApp, free_port, ray_session
+from tests.integration.ray_support import ServedApp, bounded, free_port, ray_session
 
 pytestmark = pytest.mark.integration
 __all__ = ["ray_session"]  # the fixture, used by name
@@ -50,7 +50,7 @@ def stack(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         yield {"settings": settings, "vault": vault, "url": f"http://127.0.0.1:{port}"}
     finally:
-        serve.delete(APP_NAME)
+        bounded(lambda: serve.delete(APP_NAME), "serve.delete")
         served_vault.stop()
         vault.close()
 
