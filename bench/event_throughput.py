@@ -39,6 +39,8 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +272,26 @@ def one_run(
     }
 
 
+@contextmanager
+def kafka_and_workers(args: argparse.Namespace, prefix: str) -> Iterator[tuple[str, Workers]]:
+    """``--bus``'s Kafka or a private one, and ``--workers`` scheduler processes
+    ready to consume; both stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        tmp_path = Path(tmp)
+        kafka = None if args.bus else PrivateKafka(tmp_path / "infra")
+        if kafka is not None:
+            kafka.run("up")
+        bus_url = args.bus or kafka.url  # type: ignore[union-attr]
+        workers = Workers(args.workers, bus_url, tmp_path, args.batch_size)
+        try:
+            workers.wait_ready()
+            yield bus_url, workers
+        finally:
+            workers.stop()
+            if kafka is not None:
+                kafka.run("down")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per run")
@@ -286,55 +308,43 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     cubes = [f"cube_{uuid.uuid4().hex}" for _ in range(args.cubes)]
-    with tempfile.TemporaryDirectory(prefix="memgrid-bench-events-") as tmp:
-        tmp_path = Path(tmp)
-        kafka = None if args.bus else PrivateKafka(tmp_path / "infra")
-        if kafka is not None:
-            kafka.run("up")
-        bus_url = args.bus or kafka.url  # type: ignore[union-attr]
-        workers = Workers(args.workers, bus_url, tmp_path, args.batch_size)
-        try:
-            workers.wait_ready()
+    with kafka_and_workers(args, "memgrid-bench-events-") as (bus_url, workers):
+        print(
+            f"kafka {bus_url}; {args.workers} scheduler worker(s), app {workers.app_id}; "
+            f"{args.runs} runs of {args.events} events over {args.cubes} cubes"
+            f"{f' at {args.rate:.0f}/s' if args.rate else ''}; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        warm, _ = make_events(min(5000, args.events), cubes, rng)
+        one_run(workers, bus_url, warm, 300)  # JIT of the broker, topic metadata, ...
+        total: Counter[str] = Counter(json.loads(v)["data"]["cube_id"] for _, v in warm)
+        results = []
+        for i in range(args.runs):
+            events, sent = make_events(args.events, cubes, rng)
+            total.update(sent)
+            r = one_run(workers, bus_url, events, 600, args.rate)
+            results.append(r)
             print(
-                f"kafka {bus_url}; {args.workers} scheduler worker(s), app {workers.app_id}; "
-                f"{args.runs} runs of {args.events} events over {args.cubes} cubes"
-                f"{f' at {args.rate:.0f}/s' if args.rate else ''}; "
-                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+                f"run {i + 1}: produce {r['produce_rate']:8.0f}/s  e2e {r['e2e_rate']:8.0f}/s"
+                f"  lag p99 {r['lag_p99']:7.0f} events  latency p50 {r['lat_p50']:6.0f} ms"
+                f"  p99 {r['lat_p99']:6.0f} ms  {r['per_cpu_s']:6.0f} events/CPU-s"
+                f"  ({r['seconds']:.1f} s)",
                 flush=True,
             )
-            warm, _ = make_events(min(5000, args.events), cubes, rng)
-            one_run(workers, bus_url, warm, 300)  # JIT of the broker, topic metadata, ...
-            total: Counter[str] = Counter(json.loads(v)["data"]["cube_id"] for _, v in warm)
-            results = []
-            for i in range(args.runs):
-                events, sent = make_events(args.events, cubes, rng)
-                total.update(sent)
-                r = one_run(workers, bus_url, events, 600, args.rate)
-                results.append(r)
-                print(
-                    f"run {i + 1}: produce {r['produce_rate']:8.0f}/s  e2e {r['e2e_rate']:8.0f}/s"
-                    f"  lag p99 {r['lag_p99']:7.0f} events  latency p50 {r['lat_p50']:6.0f} ms"
-                    f"  p99 {r['lat_p99']:6.0f} ms  {r['per_cpu_s']:6.0f} events/CPU-s"
-                    f"  ({r['seconds']:.1f} s)",
-                    flush=True,
-                )
-            print(
-                f"median: produce {median([r['produce_rate'] for r in results]):.0f}/s, "
-                f"e2e {median([r['e2e_rate'] for r in results]):.0f} events/s, "
-                f"lag p99 {median([r['lag_p99'] for r in results]):.0f} events, "
-                f"latency p50 {median([r['lat_p50'] for r in results]):.0f} ms "
-                f"p99 {median([r['lat_p99'] for r in results]):.0f} ms, "
-                f"{median([r['per_cpu_s'] for r in results]):.0f} events per worker CPU-second "
-                f"(load average now {os.getloadavg()[0]:.1f})"
-            )
-            sample = rng.sample(sorted(total), min(20, len(total)))
-            wrong = [c for c in sample if workers.usage(c)["access_count"] != total[c]]
-            verdict = wrong if wrong else "ok"
-            print(f"exactly-once counts on {len(sample)} sampled cubes: {verdict}")
-        finally:
-            workers.stop()
-            if kafka is not None:
-                kafka.run("down")
+        print(
+            f"median: produce {median([r['produce_rate'] for r in results]):.0f}/s, "
+            f"e2e {median([r['e2e_rate'] for r in results]):.0f} events/s, "
+            f"lag p99 {median([r['lag_p99'] for r in results]):.0f} events, "
+            f"latency p50 {median([r['lat_p50'] for r in results]):.0f} ms "
+            f"p99 {median([r['lat_p99'] for r in results]):.0f} ms, "
+            f"{median([r['per_cpu_s'] for r in results]):.0f} events per worker CPU-second "
+            f"(load average now {os.getloadavg()[0]:.1f})"
+        )
+        sample = rng.sample(sorted(total), min(20, len(total)))
+        wrong = [c for c in sample if workers.usage(c)["access_count"] != total[c]]
+        verdict = wrong if wrong else "ok"
+        print(f"exactly-once counts on {len(sample)} sampled cubes: {verdict}")
 
 
 if __name__ == "__main__":

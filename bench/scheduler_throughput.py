@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common import median
-from event_throughput import PrivateKafka, Workers, get_json, make_events, one_run
+from event_throughput import Workers, get_json, kafka_and_workers, make_events, one_run
 
 NAMESPACE = "ns_bench"  # the namespace event_throughput.make_events uses
 
@@ -92,41 +92,29 @@ def bench_embedded(args: argparse.Namespace, cubes: list[str], rng: random.Rando
 
 
 def bench_kafka(args: argparse.Namespace, cubes: list[str], rng: random.Random) -> None:
-    with tempfile.TemporaryDirectory(prefix="memgrid-bench-sched-kafka-") as tmp:
-        tmp_path = Path(tmp)
-        kafka = None if args.bus else PrivateKafka(tmp_path / "infra")
-        if kafka is not None:
-            kafka.run("up")
-        bus_url = args.bus or kafka.url  # type: ignore[union-attr]
-        workers = Workers(args.workers, bus_url, tmp_path, args.batch_size)
-        try:
-            workers.wait_ready()
-            print(f"kafka {bus_url}; {args.workers} scheduler worker(s)", flush=True)
-            warm, total = make_events(min(5000, args.events), cubes, rng)
-            one_run(workers, bus_url, warm, 300)
-            results = []
-            for i in range(args.runs):
-                events, sent = make_events(args.events, cubes, rng)
-                total.update(sent)
-                r = one_run(workers, bus_url, events, 600)
-                results.append(r)
-                print(
-                    f"kafka run {i + 1}: e2e {r['e2e_rate']:8.0f} events/s  "
-                    f"{r['per_cpu_s']:8.0f} events/worker CPU-s  "
-                    f"latency p50 {r['lat_p50']:6.0f} ms  ({r['seconds']:.1f} s)",
-                    flush=True,
-                )
+    with kafka_and_workers(args, "memgrid-bench-sched-kafka-") as (bus_url, workers):
+        print(f"kafka {bus_url}; {args.workers} scheduler worker(s)", flush=True)
+        warm, total = make_events(min(5000, args.events), cubes, rng)
+        one_run(workers, bus_url, warm, 300)
+        results = []
+        for i in range(args.runs):
+            events, sent = make_events(args.events, cubes, rng)
+            total.update(sent)
+            r = one_run(workers, bus_url, events, 600)
+            results.append(r)
             print(
-                f"ON KAFKA median: {median([r['e2e_rate'] for r in results]):.0f} events/s "
-                f"end to end, {median([r['per_cpu_s'] for r in results]):.0f} events per "
-                f"worker CPU-second",
+                f"kafka run {i + 1}: e2e {r['e2e_rate']:8.0f} events/s  "
+                f"{r['per_cpu_s']:8.0f} events/worker CPU-s  "
+                f"latency p50 {r['lat_p50']:6.0f} ms  ({r['seconds']:.1f} s)",
                 flush=True,
             )
-            check_kafka(workers, total, rng)
-        finally:
-            workers.stop()
-            if kafka is not None:
-                kafka.run("down")
+        print(
+            f"ON KAFKA median: {median([r['e2e_rate'] for r in results]):.0f} events/s "
+            f"end to end, {median([r['per_cpu_s'] for r in results]):.0f} events per "
+            f"worker CPU-second",
+            flush=True,
+        )
+        check_kafka(workers, total, rng)
 
 
 def check_kafka(workers: Workers, total: Counter[str], rng: random.Random) -> None:

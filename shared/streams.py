@@ -42,7 +42,6 @@ from shared.schemas.events import EventEnvelope
 from shared.settings import BusSettings, Settings
 from shared.topics import (
     TopicSpec,
-    ensure_topics,
     make_dead_letter,
     spec_for,
     topic_specs,
@@ -161,32 +160,9 @@ def ensure_faust_topics(app: faust.App, settings: Settings) -> list[str]:
     Call it after the app's tables are defined and before the worker starts;
     a stream processor may be the first service up, so it does not rely on the
     bus having created the event topics. Returns the names it created."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    from shared.faust_worker import ensure_extra_topics
 
-    from shared.adapters.bus_kafka import bootstrap_servers
-    from shared.errors import Unavailable
-
-    bus = settings.bus
-    timeout_ms = int(bus.publish_timeout_s * 1000)
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers(bus.url),
-            client_id=f"{bus.client_id}-{app.conf.id}-admin",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
-    except KafkaError as exc:
-        raise Unavailable(f"kafka unreachable: {exc}", code="bus_unavailable") from exc
-    try:
-        return ensure_topics(
-            admin,
-            [*topic_specs(bus), *internal_specs(app)],
-            replication_factor=bus.replication_factor,
-            timeout_ms=timeout_ms,
-        )
-    finally:
-        admin.close()
+    return ensure_extra_topics(settings, [*topic_specs(settings.bus), *internal_specs(app)])
 
 
 async def envelopes(
