@@ -86,6 +86,51 @@ def shorten_fetch_wait(max_wait_ms: int) -> None:
     thread_cls._create_worker_consumer = create_worker_consumer
 
 
+def drain_producer_buffer_before_commit() -> None:
+    """Makes faust's producer-buffer ``flush`` wait until the buffer is empty.
+
+    faust commits a batch's offsets right after ``producer.flush()``, which first
+    drains the buffer of table changelog writes. faust-streaming 0.15's
+    ``ProducerBuffer.flush`` gives up after 0.1 s without progress (a busy loop
+    or a thread holding the GIL is enough), so offsets could be committed while
+    the changelog writes of those events were still buffered: a kill -9 then
+    lost them (undercounted usage). Here flush retries until the buffer is
+    empty; a producer that cannot send keeps the commit waiting instead, which
+    is at-least-once. Does nothing if faust's internals differ.
+    """
+    try:
+        from faust.transport.producer import ProducerBuffer
+    except ImportError:  # pragma: no cover - faust not installed
+        return
+    if getattr(ProducerBuffer.flush, "__memgrid_drains__", False):
+        return
+    if not hasattr(ProducerBuffer, "flush_atmost") or not hasattr(ProducerBuffer, "size"):
+        log.warning("faust internals changed; its producer buffer flush is left as it is")
+        return
+
+    send_one = ProducerBuffer._send_pending
+
+    # The buffer's size leaves out the message its sender task has taken but not
+    # yet handed to the Kafka client; flush waits for that one too.
+    async def send_pending(self: Any, fut: Any) -> None:
+        self.memgrid_in_flight = getattr(self, "memgrid_in_flight", 0) + 1
+        try:
+            await send_one(self, fut)
+        finally:
+            self.memgrid_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "memgrid_in_flight", 0):
+            if self.size:
+                await self.flush_atmost(None)  # raises if the producer stopped meanwhile
+            else:
+                await asyncio.sleep(0.005)
+
+    flush.__memgrid_drains__ = True  # type: ignore[attr-defined]
+    ProducerBuffer._send_pending = send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+
+
 async def send_dead_letter(
     topic: Any,
     event: Any,
@@ -154,6 +199,7 @@ def run_worker(app: Any, settings: Settings, *, fetch_max_wait_ms: int | None = 
 
     if fetch_max_wait_ms is not None:
         shorten_fetch_wait(fetch_max_wait_ms)
+    drain_producer_buffer_before_commit()
     tune_gc()
     # faust runs every message through several asyncio callbacks and queue
     # hand-offs, so the loop's own overhead is a large share of a busy

@@ -208,6 +208,9 @@ class SchedulerPolicy(_Group):
     decay_floor: float = Field(default=0.25, gt=0, description="decay-rule cubes expire below")
     merge_threshold: float = Field(default=0.95, gt=0, le=1, description="cosine; 1 = off")
     merge_limit: int = Field(default=5, ge=1, le=100, description="duplicates merged at once")
+    merge_checks_per_tick: int = Field(
+        default=128, ge=1, description="near-duplicate checks per namespace and tick; rest wait"
+    )
     build_timeout_s: float = Field(default=1_800, gt=0, description="a build command pends")
     train_timeout_s: float = Field(default=86_400, gt=0, description="a train command pends")
 

@@ -290,9 +290,14 @@ class Scheduler:
     def _merge(self, space: Space, now: float, result: TickResult) -> None:
         assert self.vault is not None
         policy = self.settings.policy_for(space.namespace)
-        queue, space.dedupe = space.dedupe, []
         if policy.merge_threshold >= 1.0:
+            space.dedupe = []
             return
+        # Each check is a vector search; a bulk ingest of thousands of cubes would
+        # otherwise make one tick last minutes (and, distributed, hold the namespace
+        # table that long). The rest of the queue waits for the next tick.
+        budget = policy.merge_checks_per_tick
+        queue, space.dedupe = space.dedupe[:budget], space.dedupe[budget:]
         for cube in queue:
             if cube not in space.members:
                 continue  # merged or expired meanwhile

@@ -235,6 +235,26 @@ def test_near_duplicates_are_merged_on_creation() -> None:
     assert sched.tick(T0 + timedelta(minutes=3)).decisions == []  # checked once
 
 
+def test_near_duplicate_checks_are_bounded_per_tick() -> None:
+    """A bulk ingest is checked over several ticks, oldest first, each cube once."""
+    vault = FakeLifecycleVault()
+    cubes = [f"b{i}" for i in range(7)]
+    for cube in cubes:
+        vault.add(cube, "ns")
+    vault.duplicates["b5"] = [("b0", 0.99)]
+    sched = make(vault, merge_checks_per_tick=3)
+    feed(sched, *(created(c, "ns") for c in cubes))
+    checked = lambda: [c[1] for c in vault.calls if c[0] == "near_duplicates"]  # noqa: E731
+    assert sched.tick(T0).decisions == []
+    assert checked() == ["b0", "b1", "b2"]
+    (merge,) = sched.tick(T0 + timedelta(minutes=1)).decisions
+    assert merge.cube_ids == ("b5", "b0")
+    assert checked() == cubes[:6]
+    assert sched.tick(T0 + timedelta(minutes=2)).decisions == []
+    assert sched.tick(T0 + timedelta(minutes=3)).decisions == []
+    assert checked() == cubes  # each once
+
+
 def test_per_namespace_overrides() -> None:
     settings = Settings(scheduler={"namespaces": {"eager": {"hot_min_cubes": 1}}})  # type: ignore[arg-type]
     sched = Scheduler(settings.scheduler, cubes={}, spaces={}, journal={})
