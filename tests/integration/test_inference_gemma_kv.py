@@ -65,7 +65,7 @@ def test_gemma_kv_prefix_logits_equal_plaintext(gemma: Any, tmp_path: Path) -> N
 
     # Same layout, another model: refused before any tensor is read.
     from services.inference.backends.hf import TransformersBackend
-    from services.inference.backends.tiny import build_tiny
+    from shared.models.tiny import build_tiny
 
     other = TransformersBackend(*build_tiny(), model_id="memgrid/tiny-gemma3", dtype="float32")
     with pytest.raises(Conflict) as err:

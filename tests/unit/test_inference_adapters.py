@@ -36,7 +36,7 @@ def make_adapter(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from services.inference.backends.tiny import build_tiny
+    from shared.models.tiny import build_tiny
 
     model, _ = build_tiny()
     torch.manual_seed(seed)

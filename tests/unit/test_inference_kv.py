@@ -105,7 +105,7 @@ def test_round_trip_through_the_blob_store(backend: Any, prefix: Any, tmp_path: 
 
 def test_a_cache_of_another_model_is_refused(backend: Any, prefix: Any, tmp_path: Path) -> None:
     from services.inference.backends.hf import TransformersBackend
-    from services.inference.backends.tiny import TINY_MODEL_ID, build_tiny
+    from shared.models.tiny import TINY_MODEL_ID, build_tiny
 
     other = TransformersBackend(*build_tiny(seed=1), model_id=TINY_MODEL_ID, dtype="float32")
     assert other.fingerprint != backend.fingerprint

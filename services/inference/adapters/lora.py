@@ -22,8 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from shared.errors import NotFound
-
-from .manifest import adapter_invalid
+from shared.lora.manifest import adapter_invalid
 
 SLOT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 

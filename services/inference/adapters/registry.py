@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.errors import Conflict, MemgridError, NotFound
+from shared.lora.store import AdapterStore
 from shared.ports.bus import EventBus, Subscription
 from shared.schemas.api import Caller
 from shared.schemas.events import EventEnvelope, MemoryDemoted, MemoryPromoted
 from shared.settings import Settings
 
 from ..backends.base import ModelBackend, SourceRef
-from .store import AdapterStore
 
 log = logging.getLogger(__name__)
 

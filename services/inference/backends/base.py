@@ -55,50 +55,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from shared.models.fingerprint import ModelFingerprint, SourceRef
+
 if TYPE_CHECKING:
     import numpy as np
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """Identity of a served model: a KV cache or adapter is valid only for an equal one.
-
-    ``weights_sha256`` hashes the weight tensors (names, shapes, dtypes, bytes) as
-    loaded, ``tokenizer_sha256`` the tokenizer's serialised vocabulary and rules, so a
-    re-quantised or re-tokenised model with the same id is still told apart.
-    """
-
-    model_id: str
-    weights_sha256: str
-    tokenizer_sha256: str
-    dtype: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelFingerprint:
-        return cls(
-            model_id=str(data["model_id"]),
-            weights_sha256=str(data["weights_sha256"]),
-            tokenizer_sha256=str(data["tokenizer_sha256"]),
-            dtype=str(data["dtype"]),
-        )
-
-    def short(self) -> str:
-        w, t = self.weights_sha256[:12], self.tokenizer_sha256[:12]
-        return f"{self.model_id}[w:{w} t:{t} {self.dtype}]"
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """A memory a KV cache was built from, at the version it was read."""
-
-    cube_id: str
-    version: int
-
-    def __str__(self) -> str:
-        return f"{self.cube_id}@{self.version}"
 
 
 @dataclass(frozen=True)

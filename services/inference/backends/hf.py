@@ -12,46 +12,24 @@ prefix length so masks and positions come out as if the prefix had been in the p
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.errors import BadRequest, ConfigError, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound
+from shared.models.fingerprint import ModelFingerprint, SourceRef, tokenizer_digest, weights_digest
+from shared.models.loading import load_model
 from shared.settings import Settings
 
-from .base import CacheLayout, KVPrefix, ModelFingerprint, SourceRef
+from .base import CacheLayout, KVPrefix
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-
-def weights_digest(model: Any) -> str:
-    """sha256 over every tensor's name, shape, dtype and bytes, in name order."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}\n".encode())
-        # bfloat16 has no numpy dtype: hash the raw bytes through an int16 view.
-        raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
-        h.update(raw.numpy().tobytes())
-    return h.hexdigest()
-
-
-def tokenizer_digest(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return hashlib.sha256(backend.to_str().encode()).hexdigest()
-    vocab = sorted(tokenizer.get_vocab().items())  # slow tokenizers: vocabulary only
-    return hashlib.sha256(repr(vocab).encode()).hexdigest()
 
 
 class TransformersBackend:
@@ -97,7 +75,7 @@ class TransformersBackend:
         cfg = settings.inference
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        model, tokenizer, model_id = _load(cfg.model, cfg.dtype, settings.cache_dir)
+        model, tokenizer, model_id = load_model(cfg.model, cfg.dtype, settings.cache_dir)
         model.to(cfg.device)
         return cls(
             model,
@@ -355,36 +333,3 @@ def _layout(config: Any) -> CacheLayout:
         sliding_window=int(window) if window and has_sliding else None,
         cache_class="DynamicCache",
     )
-
-
-def _load(spec: str, dtype: str, cache_dir: Path) -> tuple[Any, Any, str]:
-    """``(model, tokenizer, model_id)`` for ``inference.model``."""
-    if spec == "tiny":
-        from .tiny import TINY_MODEL_ID, build_tiny
-
-        model, tok = build_tiny(dtype=dtype)
-        return model, tok, TINY_MODEL_ID
-    if spec == "gemma3-270m":
-        from .gemma import GEMMA_MODEL_ID, ensure_gemma
-
-        return (*_load_dir(ensure_gemma(cache_dir), dtype), GEMMA_MODEL_ID)
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"inference.model {spec!r} is neither 'gemma3-270m', 'tiny' nor a local "
-            "Hugging Face model directory (no config.json there)"
-        )
-    return (*_load_dir(path, dtype), path.resolve().name)
-
-
-def _load_dir(path: Path, dtype: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    # local_files_only: nothing may download at run time, even for a bad path.
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype), local_files_only=True
-    )
-    model.eval()
-    return model, tok

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import BadRequest, Conflict, MemgridError
-
-from ..backends.base import ModelFingerprint, SourceRef
+from shared.models.fingerprint import ModelFingerprint, SourceRef
 
 FORMAT = "memgrid.adapter/1"
 CONFIG_FILE = "adapter_config.json"

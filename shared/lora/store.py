@@ -20,10 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import Conflict, NotFound
-from shared.ports.blob import BlobStore, blob_key, check_segment, split_blob_key
-
-from ..backends.base import ModelFingerprint, SourceRef
-from .manifest import (
+from shared.lora.manifest import (
     CONFIG_FILE,
     DIGEST_CHARS,
     FILES,
@@ -35,6 +32,8 @@ from .manifest import (
     check_name,
     parse_config,
 )
+from shared.models.fingerprint import ModelFingerprint, SourceRef
+from shared.ports.blob import BlobStore, blob_key, check_segment, split_blob_key
 
 _MANIFEST_MAX = 1024 * 1024
 

@@ -1,0 +1,1 @@
+"""Model identity and loading shared by inference and trainer (torch imported lazily)."""
