@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -24,7 +25,7 @@ from shared.schemas.api import (
     SearchResponse,
     TenantCreated,
 )
-from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube
+from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube, ParametricPayload
 
 
 @runtime_checkable
@@ -100,6 +101,47 @@ class VaultAPI(Protocol):
         self, tenant: str, namespace: str, target_id: str, reason: str
     ) -> MemCube | None:
         """Marks the cache ``target_id`` no longer current; None when it was not."""
+        ...
+
+    # Parametric memory (the trainer's); see services/vault/adapters.py.
+    def record_adapter(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ParametricPayload,
+        details: AdapterDetails,
+        reason: str,
+    ) -> AdapterRecord:
+        """Makes the adapter ``payload`` describes the namespace's serving one (the one
+        serving before becomes ``superseded``): a parametric-tier version of the cube
+        ``lora_<namespace>`` with DERIVED_FROM edges to each source (plaintext cubes of
+        that namespace at those versions, else NotFound), in one write. Idempotent:
+        recording an adapter id already recorded returns its record unchanged."""
+        ...
+
+    def get_adapter(self, tenant: str, adapter_id: str) -> AdapterRecord:
+        """The adapter's latest record; NotFound ``adapter_not_found`` when unknown to
+        this tenant."""
+        ...
+
+    def list_adapters(self, tenant: str, namespace: str | None = None) -> list[AdapterRecord]:
+        """Every adapter of the tenant (or of one namespace), newest first."""
+        ...
+
+    def adapters_containing(self, tenant: str, cube_id: str) -> list[AdapterRecord]:
+        """The adapters distilled from any version of ``cube_id`` (DERIVED_FROM edges)."""
+        ...
+
+    def set_adapter_state(
+        self,
+        tenant: str,
+        adapter_id: str,
+        state: AdapterState,
+        reason: str,
+        stale_sources: Sequence[str] = (),
+    ) -> AdapterRecord:
+        """Records a state change (serving → stale → withdrawn, ...); ``stale_sources``
+        are added to the record's. A no-op returning the record when nothing changes."""
         ...
 
     def ready(self) -> None:
