@@ -26,11 +26,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shared.chat_template import ROLE_LABEL, TURN_STOP, render_conversation
 from shared.schemas.chat import ChatTurn
 
+__all__ = [
+    "MEMORY_HEADER",
+    "ROLE_LABEL",
+    "TURN_STOP",
+    "MemoryBlock",
+    "MemoryText",
+    "RenderedMemory",
+    "render_conversation",
+    "render_memories",
+    "retrieval_query",
+]
+
 MEMORY_HEADER = "Relevant memories:\n"
-TURN_STOP = "\nUser:"
-ROLE_LABEL = {"system": "System", "user": "User", "assistant": "Assistant"}
 # A memory cut to fewer tokens than this says too little to be worth its place.
 MIN_TRUNCATED_TOKENS = 8
 
@@ -103,15 +114,6 @@ def render_memories(
         text = MEMORY_HEADER + "".join(i.line for i in items) + "\n" if items else ""
         tokens = count_tokens(text) if items else 0
     return MemoryBlock(text, tuple(items), tokens)
-
-
-def render_conversation(messages: Sequence[ChatTurn]) -> str:
-    """The turns, then ``"Assistant:"`` for the model to continue."""
-    lines = []
-    for m in messages:
-        label = ROLE_LABEL[m.role] if m.name is None else f"{ROLE_LABEL[m.role]} ({m.name})"
-        lines.append(f"{label}: {m.content.strip()}\n")
-    return "".join(lines) + "Assistant:"
 
 
 def retrieval_query(messages: Sequence[ChatTurn], max_chars: int = 2_000) -> str:
