@@ -39,14 +39,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra" / "local" / "memgrid_infra.py"
 # Start order: the vault before the interface that calls it; stop in reverse.
-SERVICES = ("vault", "scheduler", "governance", "interface")
-DEFAULT_PORTS = {"interface": 8080, "vault": 8091, "scheduler": 6066, "governance": 6067}
+SERVICES = ("vault", "scheduler", "governance", "trainer", "interface")
+DEFAULT_PORTS = {
+    "interface": 8080,
+    "vault": 8091,
+    "scheduler": 6066,
+    "governance": 6067,
+    "trainer": 6068,
+}
 # Which URL says a service is ready. The scheduler's /readyz waits for its table.
 HEALTH = {
     "vault": "/healthz",
     "interface": "/healthz",
     "scheduler": "/readyz",
     "governance": "/healthz",
+    "trainer": "/readyz",  # the vault answers it
 }
 MARKER = "--service"  # part of every service's command line (pid ownership check)
 
@@ -159,6 +166,10 @@ def service_env(cfg: Config, service: str) -> dict[str, str]:
         env["MEMGRID_VAULT__URL"] = cfg.url("vault")  # expiry, transitions, merges
     if service == "governance":
         env["MEMGRID_GOVERNANCE__WEB_PORT"] = str(cfg.ports["governance"])
+    if service == "trainer":
+        env["MEMGRID_TRAINER__WEB_PORT"] = str(cfg.ports["trainer"])
+        env["MEMGRID_VAULT__URL"] = cfg.url("vault")  # reads cubes, records adapters
+        env.setdefault("MEMGRID_BUS__MAX_POLL_INTERVAL_S", "7200")  # a training per handler call
     return env
 
 
@@ -338,6 +349,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"vault (internal):   {cfg.url('vault')}")
     print(f"scheduler usage:    {cfg.url('scheduler')}/usage/CUBE_ID")
     print(f"governance audit:   {cfg.run_dir / 'governance' / 'governance' / 'audit.jsonl'}")
+    print(f"trainer:            {cfg.url('trainer')}/readyz   (adapters: GET /v1/adapters)")
     print(f"logs and pids:      {cfg.run_dir}/")
     print("stop everything:    make down")
     return 0

@@ -253,6 +253,7 @@ class KafkaEventBus:
                 # A third of the session at most, as Kafka recommends; more often
                 # makes a closed member's partitions move faster.
                 heartbeat_interval_ms=max(100, session_ms // 5),
+                max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
                 bootstrap_timeout_ms=int(s.publish_timeout_s * 1000),
             )
         except KafkaError as exc:
