@@ -23,6 +23,12 @@ from shared.schemas.activation import (
     ActivationDemoteRequest,
     ActivationRecordRequest,
 )
+from shared.schemas.adapters import (
+    AdapterList,
+    AdapterRecord,
+    AdapterRecordRequest,
+    AdapterStateRequest,
+)
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -199,6 +205,33 @@ def _router(token: str | None) -> APIRouter:
         return ActivationCurrent(
             cube=vault.demote_activation(tenant, namespace, body.target_id, body.reason)
         )
+
+    # Parametric memory (the trainer's): the tenant in the path, no caller.
+    @r.post("/tenants/{tenant}/adapters")
+    def record_adapter(tenant: str, body: AdapterRecordRequest, vault: VaultDep) -> AdapterRecord:
+        return vault.record_adapter(tenant, body.namespace, body.payload, body.details, body.reason)
+
+    @r.get("/tenants/{tenant}/adapters")
+    def list_adapters(
+        tenant: str, vault: VaultDep, namespace: Annotated[str | None, Query()] = None
+    ) -> AdapterList:
+        return AdapterList(adapters=vault.list_adapters(tenant, namespace))
+
+    @r.get("/tenants/{tenant}/adapters/{adapter_id}")
+    def get_adapter(tenant: str, adapter_id: str, vault: VaultDep) -> AdapterRecord:
+        return vault.get_adapter(tenant, adapter_id)
+
+    @r.post("/tenants/{tenant}/adapters/{adapter_id}/state")
+    def set_adapter_state(
+        tenant: str, adapter_id: str, body: AdapterStateRequest, vault: VaultDep
+    ) -> AdapterRecord:
+        return vault.set_adapter_state(
+            tenant, adapter_id, body.state, body.reason, body.stale_sources
+        )
+
+    @r.get("/tenants/{tenant}/memories/{cube_id}/adapters")
+    def adapters_containing(tenant: str, cube_id: str, vault: VaultDep) -> AdapterList:
+        return AdapterList(adapters=vault.adapters_containing(tenant, cube_id))
 
     return r
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from services.vault.activations import ActivationRecords
+from services.vault.adapters import AdapterRecords
 from services.vault.lifecycle_ops import LifecycleOps
 from services.vault.outbox import OutboxRelay
 from services.vault.retrieval import Retriever
@@ -23,6 +24,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.ports.bus import EventBus
 from shared.ports.embedder import Embedder
 from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
+from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -57,6 +59,7 @@ from shared.schemas.memcube import (
     LifecycleState,
     LifespanPolicy,
     MemCube,
+    ParametricPayload,
     PlaintextPayload,
     utcnow,
 )
@@ -88,6 +91,7 @@ class Vault:
         self.relay = OutboxRelay(store, bus)
         self._lifecycle = LifecycleOps(store, embedder, clock, self.relay.kick, SOURCE)
         self._activations = ActivationRecords(store, clock)
+        self._adapters = AdapterRecords(store, clock)
 
     # --- lifecycle of the service object -------------------------------------
 
@@ -321,6 +325,36 @@ class Vault:
         self, tenant: str, namespace: str, target_id: str, reason: str
     ) -> MemCube | None:
         return self._activations.demote(tenant, namespace, target_id, reason)
+
+    # Parametric memory: the trainer's record of its LoRA adapters.
+    def record_adapter(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ParametricPayload,
+        details: AdapterDetails,
+        reason: str,
+    ) -> AdapterRecord:
+        return self._adapters.record(tenant, namespace, payload, details, reason)
+
+    def get_adapter(self, tenant: str, adapter_id: str) -> AdapterRecord:
+        return self._adapters.get(tenant, adapter_id)
+
+    def list_adapters(self, tenant: str, namespace: str | None = None) -> list[AdapterRecord]:
+        return self._adapters.listing(tenant, namespace)
+
+    def adapters_containing(self, tenant: str, cube_id: str) -> list[AdapterRecord]:
+        return self._adapters.containing(tenant, cube_id)
+
+    def set_adapter_state(
+        self,
+        tenant: str,
+        adapter_id: str,
+        state: AdapterState,
+        reason: str,
+        stale_sources: Sequence[str] = (),
+    ) -> AdapterRecord:
+        return self._adapters.set_state(tenant, adapter_id, state, reason, stale_sources)
 
     def _live(self, caller: Caller, cube_id: str) -> MemCube:
         cube = self._store.get_cube(caller.tenant, cube_id)

@@ -22,6 +22,14 @@ from shared.schemas.activation import (
     ActivationDemoteRequest,
     ActivationRecordRequest,
 )
+from shared.schemas.adapters import (
+    AdapterDetails,
+    AdapterList,
+    AdapterRecord,
+    AdapterRecordRequest,
+    AdapterState,
+    AdapterStateRequest,
+)
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
@@ -47,7 +55,7 @@ from shared.schemas.lifecycle_api import (
     NearDuplicatesResponse,
     TransitionRequest,
 )
-from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube
+from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube, ParametricPayload
 from shared.settings import VaultClientSettings
 
 PREFIX = "/internal/v1"
@@ -196,6 +204,48 @@ class HttpVault:
         body = ActivationDemoteRequest(target_id=target_id, reason=reason)
         path = f"/tenants/{_seg(tenant)}/namespaces/{_seg(namespace)}/activation/demote"
         return ActivationCurrent.model_validate(self._call("POST", path, None, body)).cube
+
+    def record_adapter(
+        self,
+        tenant: str,
+        namespace: str,
+        payload: ParametricPayload,
+        details: AdapterDetails,
+        reason: str,
+    ) -> AdapterRecord:
+        body = AdapterRecordRequest.model_construct(
+            namespace=namespace, payload=payload, details=details, reason=reason
+        )
+        path = f"/tenants/{_seg(tenant)}/adapters"
+        return AdapterRecord.model_validate(self._call("POST", path, None, body))
+
+    def get_adapter(self, tenant: str, adapter_id: str) -> AdapterRecord:
+        path = f"/tenants/{_seg(tenant)}/adapters/{_seg(adapter_id)}"
+        return AdapterRecord.model_validate(self._call("GET", path))
+
+    def list_adapters(self, tenant: str, namespace: str | None = None) -> list[AdapterRecord]:
+        path = f"/tenants/{_seg(tenant)}/adapters"
+        if namespace is not None:
+            path += "?" + urlencode({"namespace": namespace})
+        return AdapterList.model_validate(self._call("GET", path)).adapters
+
+    def adapters_containing(self, tenant: str, cube_id: str) -> list[AdapterRecord]:
+        path = f"/tenants/{_seg(tenant)}/memories/{_seg(cube_id)}/adapters"
+        return AdapterList.model_validate(self._call("GET", path)).adapters
+
+    def set_adapter_state(
+        self,
+        tenant: str,
+        adapter_id: str,
+        state: AdapterState,
+        reason: str,
+        stale_sources: Sequence[str] = (),
+    ) -> AdapterRecord:
+        body = AdapterStateRequest.model_construct(
+            state=state, reason=reason, stale_sources=list(stale_sources)
+        )
+        path = f"/tenants/{_seg(tenant)}/adapters/{_seg(adapter_id)}/state"
+        return AdapterRecord.model_validate(self._call("POST", path, None, body))
 
     def ready(self) -> None:
         try:
