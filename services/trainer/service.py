@@ -234,9 +234,9 @@ class TrainerService:
             if not stale:
                 continue  # already trained on this version (a redelivery, or retrained)
             why = f"source {data.cube_id} {'removed' if removed else 'edited'} ({event.topic})"
-            adapter = self._set_state(event.tenant, adapter.id, AdapterState.stale, why, stale)
-            if adapter is not None:
-                self._apply_policy(event.tenant, adapter, why, removed)
+            marked = self._set_state(event.tenant, adapter.id, AdapterState.stale, why, stale)
+            if marked is not None:
+                self._apply_policy(event.tenant, marked, why, removed)
 
     def _apply_policy(self, tenant: str, adapter: AdapterRecord, why: str, removed: bool) -> None:
         if self.settings.trainer.stale_policy == "withdraw" or removed:
