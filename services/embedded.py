@@ -52,7 +52,7 @@ def build_embedded(
         # The scheduler's BuildActivation / EvictActivation, on the same bus.
         commands = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, local.handle_command)
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
-    app = create_app(settings, vault, InProcessScheduler(scheduler), inference)
+    app = create_app(settings, vault, InProcessScheduler(scheduler), inference, bus=bus)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
 
     def close() -> None:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.interface import (
+    routes_adapters,
     routes_admin,
     routes_chat,
     routes_memories,
@@ -27,6 +28,7 @@ from services.interface.tracing import TracingMiddleware
 from shared.clients.inference_http import NoInference
 from shared.clients.scheduler_inproc import NoScheduler
 from shared.http_problems import install_problem_handlers
+from shared.ports.bus import EventBus
 from shared.ports.inference import InferenceAPI
 from shared.ports.scheduler import SchedulerAPI
 from shared.ports.vault import VaultAPI
@@ -53,10 +55,13 @@ def create_app(
     vault: VaultAPI,
     scheduler: SchedulerAPI | None = None,
     inference: InferenceAPI | None = None,
+    bus: EventBus | None = None,
 ) -> FastAPI:
     """The API v1 app over ``vault``, with ``scheduler`` for memory usage (without
-    one, every memory reads as not yet tracked) and ``inference`` for ``POST
-    /v1/chat`` (without one, chat answers 503). Raises ConfigError for unknown
+    one, every memory reads as not yet tracked), ``inference`` for ``POST
+    /v1/chat`` (without one, chat answers 503) and ``bus`` for the commands it
+    publishes (``POST /v1/namespaces/{id}/adapters``; without one that answers
+    503). The caller owns the bus and closes it. Raises ConfigError for unknown
     backends."""
     setup_tracing(settings.telemetry, "interface")
     app = FastAPI(
@@ -73,12 +78,20 @@ def create_app(
     # Not app.state.scheduler: embedded mode keeps the scheduler itself there.
     app.state.scheduler_api = scheduler if scheduler is not None else NoScheduler()
     app.state.inference = inference if inference is not None else NoInference()
+    app.state.bus = bus
     app.state.reader = MemReader(context_window=settings.search.context_window)
     app.state.extractor = build_extractor(settings.extractor)
 
     install_problem_handlers(app)
     app.openapi = custom_openapi(app)  # type: ignore[method-assign]
-    for module in (routes_admin, routes_namespaces, routes_memories, routes_search, routes_chat):
+    for module in (
+        routes_admin,
+        routes_namespaces,
+        routes_memories,
+        routes_search,
+        routes_chat,
+        routes_adapters,
+    ):
         app.include_router(module.router)
 
     # Added last = outermost: the span covers the size check as well.

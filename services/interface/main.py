@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.adapters import create_event_bus
 from shared.clients.inference_http import HttpInference, NoInference
 from shared.clients.scheduler_http import HttpScheduler
 from shared.clients.vault_http import HttpVault
@@ -26,7 +27,10 @@ def serve(settings: Settings) -> None:
     # chat answers 503 (inference_unavailable) and everything else works.
     cfg = settings.inference.serve
     inference = HttpInference(cfg) if cfg.url.startswith("http") else NoInference()
-    app = create_app(settings, vault, scheduler, inference)
+    # POST /v1/namespaces/{id}/adapters publishes TrainAdapter commands (the trainer
+    # consumes them); the interface only publishes, it subscribes to nothing.
+    bus = create_event_bus(settings.bus)
+    app = create_app(settings, vault, scheduler, inference, bus=bus)
     print(f"memgrid interface on http://{settings.host}:{settings.port}", flush=True)
     print(
         f"  vault {settings.vault.url}, scheduler {scheduler.url}, inference {cfg.url}", flush=True
@@ -34,6 +38,7 @@ def serve(settings: Settings) -> None:
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
+        bus.close()
         inference.close()
         scheduler.close()
         vault.close()
