@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import datetime
@@ -109,6 +110,130 @@ def _explain_view(
     return scheduler.explain(cube_id, at or utcnow(), tenant=tenant)
 
 
+def _adapters(args: argparse.Namespace) -> int:
+    """``memgrid adapters list|show|train``: the public adapters API over HTTP.
+    Exit 1: the API refused (not found, invalid); 3: the API is unreachable or down."""
+    import httpx
+
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    key = _api_key(args)
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    url = (args.url or f"http://{host}:{settings.port}").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url {url!r}: must be an http:// or https:// URL")
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=args.timeout) as http:
+            if args.adapters_command == "list":
+                params = {} if args.namespace is None else {"namespace": args.namespace}
+                r = http.get("/v1/adapters", params=params)
+            elif args.adapters_command == "show":
+                r = http.get(f"/v1/adapters/{_quote(args.id)}")
+            else:
+                body = {"cube_ids": args.cube_ids, "reason": args.reason}
+                r = http.post(f"/v1/namespaces/{_quote(args.namespace)}/adapters", json=body)
+    except httpx.TransportError as exc:
+        print(f"memgrid: {url} unreachable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    try:
+        data: Any = r.json()
+    except ValueError:
+        data = {}
+    if r.status_code >= 400:
+        detail = data.get("detail", r.reason_phrase) if isinstance(data, dict) else r.text
+        code = data.get("code", "error") if isinstance(data, dict) else "error"
+        for err in (data.get("errors") or []) if isinstance(data, dict) else []:
+            detail += f"\n  {err.get('field')}: {err.get('message')}"
+        print(f"memgrid: {r.status_code} {code}: {detail}", file=sys.stderr)
+        return 3 if r.status_code >= 500 else 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.adapters_command == "list":
+        print(format_adapter_list(data["adapters"]))
+    elif args.adapters_command == "show":
+        print(format_adapter(data))
+    else:
+        print(
+            f"command {data['command_id']}: training an adapter of namespace"
+            f" {data['namespace']} from {len(data['cube_ids'])} memories"
+            " (follow it with `memgrid adapters list`)"
+        )
+    return 0
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    """From --api-key, or --api-key-file (a file holding the key; ``-``: stdin)."""
+    if args.api_key:
+        return str(args.api_key).strip()
+    if args.api_key_file:
+        if args.api_key_file == "-":
+            text = sys.stdin.readline()
+        else:
+            from pathlib import Path
+
+            try:
+                text = Path(args.api_key_file).read_text()
+            except OSError as exc:
+                raise ConfigError(f"--api-key-file: {exc}") from exc
+        if text.strip():
+            return text.strip()
+    raise ConfigError("the adapters commands need an API key: --api-key or --api-key-file")
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def format_adapter_list(adapters: list[dict[str, Any]]) -> str:
+    """One adapter a line, newest first, as the API lists them."""
+    if not adapters:
+        return "no adapters"
+    rows = [("ADAPTER", "STATE", "NAMESPACE", "CREATED", "SOURCES")]
+    rows += [
+        (a["id"], a["state"], a["namespace"], a["created_at"], str(len(a["sources"])))
+        for a in adapters
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    )
+
+
+def format_adapter(a: dict[str, Any]) -> str:
+    """One adapter for people: state and why, sources, the training run."""
+    details = a.get("details") or {}
+
+    def numbers(values: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
+
+    lines = [
+        f"adapter      {a['id']}",
+        f"namespace    {a['namespace']}",
+        f"state        {a['state']}: {a['reason']}",
+        f"created      {a['created_at']}, updated {a['updated_at']}",
+        f"base model   {a['base_model']}",
+        f"manifest     {a['manifest_key']}",
+        f"record       {a['record']}",
+        f"metrics      {numbers(details.get('metrics') or {})}",
+        f"training     {details.get('data_size', 0)} examples in"
+        f" {details.get('duration_s', 0.0):g} s"
+        + ("" if not details.get("command_id") else f" (command {details['command_id']})"),
+        f"hyperparams  {numbers(details.get('hyperparameters') or {})}",
+        f"sources      {len(a['sources'])}",
+    ]
+    stale = set(a.get("stale_sources") or [])
+    lines += [f"  {s}" + ("  (stale)" if s in stale else "") for s in a["sources"]]
+    extra = [s for s in a.get("stale_sources") or [] if s not in a["sources"]]
+    if extra:
+        lines.append(f"stale        {', '.join(extra)}")
+    return "\n".join(lines)
+
+
 def _aware_time(value: str) -> datetime:
     """An ISO 8601 time; naive ones are UTC, as everywhere in memgrid."""
     from datetime import UTC
@@ -159,6 +284,33 @@ def format_usage(u: MemoryUsage) -> str:
     return "\n".join(lines)
 
 
+def _adapters_parser(sub: Any) -> None:
+    adapters = sub.add_parser(
+        "adapters",
+        help="LoRA adapters (parametric memory): list, show, train",
+        description="Asks the public API (--url, default http://127.0.0.1:$MEMGRID_PORT) with"
+        " a tenant's API key. Exit 1: the API refused (not found, invalid); 3: unreachable.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the public API, e.g. http://127.0.0.1:8080")
+    common.add_argument("--api-key", help="the tenant's API key")
+    common.add_argument("--api-key-file", help="a file holding the API key ('-': stdin)")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    common.add_argument("--json", action="store_true", help="the API's JSON")
+    cmds = adapters.add_subparsers(dest="adapters_command", required=True)
+    ls = cmds.add_parser("list", parents=[common], help="the tenant's adapters, newest first")
+    ls.add_argument("--namespace", help="only this namespace's")
+    show = cmds.add_parser("show", parents=[common], help="one adapter: state, sources, metrics")
+    show.add_argument("id", help="the adapter id (name@version+digest)")
+    train = cmds.add_parser(
+        "train", parents=[common], help="train an adapter from memories of a namespace"
+    )
+    train.add_argument("namespace", help="the namespace id")
+    train.add_argument("cube_ids", nargs="+", metavar="CUBE_ID", help="its memories to distil")
+    train.add_argument("--reason", default="requested with memgrid adapters train")
+    adapters.set_defaults(fn=_adapters)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memgrid", description="memgrid memory OS")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         " scheduler run on a simulated clock",
     )
     explain.set_defaults(fn=_scheduler_explain)
+    _adapters_parser(sub)
     args = parser.parse_args(argv)
     try:
         code: int = args.fn(args)
