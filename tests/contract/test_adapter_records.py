@@ -67,7 +67,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore
 
 @pytest.fixture(params=["inproc", "http"])
 def w(request: pytest.FixtureRequest, store: GraphStore, tmp_path: Path) -> Iterator[World]:
-    settings = Settings(data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path)
     bus = create_event_bus(settings.bus)
     vault = Vault(settings, store, bus, SmallHashing())
     vault.start()

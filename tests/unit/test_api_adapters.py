@@ -234,7 +234,13 @@ def test_train_checks_its_memories(w: World) -> None:
     assert r.status_code == 404
     assert w.client.delete(f"/v1/memories/{m[1]['id']}", headers=h).status_code == 204
     assert post({"cube_ids": [m[1]["id"]]}).status_code == 404  # deleted
-    for bad in ({}, {"cube_ids": []}, {"cube_ids": "x"}, {"cube_ids": [m[0]["id"]], "x": 1}):
+    bads: list[dict[str, Any]] = [
+        {},
+        {"cube_ids": []},
+        {"cube_ids": "x"},
+        {"cube_ids": [m[0]["id"]], "x": 1},
+    ]
+    for bad in bads:
         r = post(bad)
         assert r.status_code == 422, (bad, r.text)
     r = post({"cube_ids": [m[0]["id"]], "reason": "   "})

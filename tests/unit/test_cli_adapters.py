@@ -49,8 +49,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
     from services.embedded import build_embedded
 
-    settings = Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path, admin_key=ADMIN_KEY, embedder={"backend": "hashing"}
+    settings = Settings(
+        data_dir=tmp_path,
+        admin_key=ADMIN_KEY,  # type: ignore[arg-type]
+        embedder={"backend": "hashing"},  # type: ignore[arg-type]
     )
     app, close = build_embedded(settings)
     commands: list[EventEnvelope] = []
@@ -123,10 +125,10 @@ def test_list_and_show(server: Server, capsys: pytest.CaptureFixture[str]) -> No
     assert [x["id"] for x in listed["adapters"]] == [b, a]
 
     assert main(["adapters", "show", b, *auth]) == 0
-    out = capsys.readouterr().out
-    assert f"adapter      {b}" in out and "state        stale: source updated" in out
-    assert "metrics      loss=0.25" in out and "2 examples in 1.5 s" in out
-    assert f"  {stale}  (stale)" in out
+    shown = capsys.readouterr().out
+    assert f"adapter      {b}" in shown and "state        stale: source updated" in shown
+    assert "metrics      loss=0.25" in shown and "2 examples in 1.5 s" in shown
+    assert f"  {stale}  (stale)" in shown
     assert main(["adapters", "show", a, "--json", *auth]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "superseded"
 
