@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
 from shared.adapters import create_event_bus
 from shared.clients.inference_http import HttpInference, NoInference
 from shared.clients.scheduler_http import HttpScheduler
 from shared.clients.vault_http import HttpVault
 from shared.errors import ConfigError
-from shared.settings import Settings
+from shared.ports.bus import EventBus, Handler, Subscription
+from shared.schemas.events import EventEnvelope
+from shared.settings import BusSettings, Settings
+
+
+class LazyBus:
+    """The event bus, connected on first use: the interface only publishes
+    (``POST /v1/namespaces/{id}/adapters``), so a broker that is down makes that
+    route answer 503 ``bus_unavailable`` instead of stopping the whole API; the
+    next call tries again."""
+
+    def __init__(self, cfg: BusSettings) -> None:
+        self._cfg = cfg
+        self._bus: EventBus | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> EventBus:
+        with self._lock:
+            if self._bus is None:
+                self._bus = create_event_bus(self._cfg)
+            return self._bus
+
+    def publish(self, topic: str, event: EventEnvelope, key: str | None = None) -> None:
+        self._get().publish(topic, event, key=key)
+
+    def subscribe(self, group: str, topics: Sequence[str], handler: Handler) -> Subscription:
+        return self._get().subscribe(group, topics, handler)
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        if self._bus is not None:
+            self._bus.flush(timeout_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bus is not None:
+                self._bus.close()
 
 
 def serve(settings: Settings) -> None:
@@ -29,7 +67,7 @@ def serve(settings: Settings) -> None:
     inference = HttpInference(cfg) if cfg.url.startswith("http") else NoInference()
     # POST /v1/namespaces/{id}/adapters publishes TrainAdapter commands (the trainer
     # consumes them); the interface only publishes, it subscribes to nothing.
-    bus = create_event_bus(settings.bus)
+    bus = LazyBus(settings.bus)
     app = create_app(settings, vault, scheduler, inference, bus=bus)
     print(f"memgrid interface on http://{settings.host}:{settings.port}", flush=True)
     print(

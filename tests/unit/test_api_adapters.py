@@ -271,3 +271,45 @@ def test_train_without_a_bus_is_503(api_settings: Settings) -> None:
             assert (r.status_code, r.json()["code"]) == (503, "bus_unavailable")
     finally:
         vault.close()
+
+
+def test_the_interface_process_connects_its_bus_on_first_use(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distributed mode: a broker that is down makes training 503, not the API."""
+    from services.interface import main as interface_main
+    from services.interface.app import create_app
+    from services.vault.factory import build_vault
+    from shared.errors import Unavailable
+
+    down = True
+
+    def create(cfg: Any) -> EventBus:
+        if down:
+            raise Unavailable("kafka is unreachable", "bus_unavailable")
+        return create_event_bus(cfg)
+
+    monkeypatch.setattr(interface_main, "create_event_bus", create)
+    bus = interface_main.LazyBus(api_settings.bus)
+    vault = build_vault(api_settings)
+    try:
+        with TestClient(create_app(api_settings, vault, bus=bus)) as client:
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            key = client.post("/v1/tenants", json={"name": "a"}, headers=admin).json()["api_key"]
+            h = {"Authorization": f"Bearer {key}"}
+            ns = client.post("/v1/namespaces", json={"name": "n"}, headers=h).json()["id"]
+            r = client.post(f"/v1/namespaces/{ns}/memories", json={"text": "Ana"}, headers=h)
+            body = {"cube_ids": [r.json()["memories"][0]["id"]]}
+            r = client.post(f"/v1/namespaces/{ns}/adapters", json=body, headers=h)
+            assert (r.status_code, r.json()["code"]) == (503, "bus_unavailable")
+            down = False
+            got: list[EventEnvelope] = []
+            sub = bus.subscribe("t", [TrainAdapter.topic], got.append)
+            r = client.post(f"/v1/namespaces/{ns}/adapters", json=body, headers=h)
+            assert r.status_code == 202, r.text
+            bus.flush()
+            assert [e.id for e in got] == [r.json()["command_id"]]
+            sub.close()
+    finally:
+        bus.close()
+        vault.close()
