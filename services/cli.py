@@ -23,6 +23,7 @@ SERVICES: dict[str, str] = {
     "scheduler": "services.scheduler.main:serve",
     "governance": "services.governance.main:serve",
     "inference": "services.inference.serve:serve",
+    "trainer": "services.trainer.main:serve",
 }
 
 

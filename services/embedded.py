@@ -16,8 +16,9 @@ from services.inference.activation import COMMAND_GROUP, COMMAND_TOPICS
 from services.inference.local import LocalInference
 from services.interface.app import create_app
 from services.scheduler.inproc import start_scheduler
+from services.trainer.service import TrainerService
 from services.vault.factory import build_vault
-from shared.adapters import create_event_bus
+from shared.adapters import create_blob_store, create_event_bus
 from shared.clients.inference_http import HttpInference
 from shared.clients.scheduler_inproc import InProcessScheduler
 from shared.ports.inference import InferenceAPI
@@ -51,13 +52,19 @@ def build_embedded(
         inference = local
         # The scheduler's BuildActivation / EvictActivation, on the same bus.
         commands = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, local.handle_command)
+    # The scheduler's TrainAdapter / RetireAdapter and the sources' lifecycle events;
+    # torch and Ray load on the first training only.
+    trainer = TrainerService(settings, vault, create_blob_store(settings.blob), bus)
+    trainer.subscribe()
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
     app = create_app(settings, vault, InProcessScheduler(scheduler), inference, bus=bus)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
+    app.state.trainer = trainer
 
     def close() -> None:
         if commands is not None:
             commands.close()
+        trainer.close()
         inference.close()
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()
