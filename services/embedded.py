@@ -55,7 +55,8 @@ def build_embedded(
     # The scheduler's TrainAdapter / RetireAdapter and the sources' lifecycle events;
     # torch and Ray load on the first training only.
     trainer = TrainerService(settings, vault, create_blob_store(settings.blob), bus)
-    trainer.subscribe()
+    if settings.trainer.enabled:
+        trainer.subscribe()
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
     app = create_app(settings, vault, InProcessScheduler(scheduler), inference, bus=bus)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)

@@ -27,6 +27,7 @@ def api_settings(tmp_path: Path) -> Settings:
         admin_key=ADMIN_KEY,
         embedder={"backend": "hashing"},
         inference={"backend": "fake"},
+        trainer={"enabled": False},  # a train command must not load a real model here
     )
 
 

@@ -53,6 +53,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         data_dir=tmp_path,
         admin_key=ADMIN_KEY,  # type: ignore[arg-type]
         embedder={"backend": "hashing"},  # type: ignore[arg-type]
+        trainer={"enabled": False},  # type: ignore[arg-type]  # the test consumes the command
     )
     app, close = build_embedded(settings)
     commands: list[EventEnvelope] = []
