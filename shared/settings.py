@@ -98,6 +98,12 @@ class BusSettings(_Group):
     join_timeout_s: float = Field(
         default=30.0, gt=0, description="how long subscribe waits for its first partitions"
     )
+    max_poll_interval_s: float = Field(
+        default=300.0,
+        ge=1,
+        description="longest one handler call may take before Kafka hands its partitions "
+        "to another member (max.poll.interval.ms); the trainer's handler trains for minutes",
+    )
 
     @field_validator("replication_factor")
     @classmethod
@@ -394,6 +400,91 @@ class InferenceSettings(_Group):
     serve: InferenceServeSettings = InferenceServeSettings()
 
 
+class TrainerSettings(_Group):
+    """The trainer: distils a namespace's stable plaintext memories into a LoRA adapter
+    on the serving base model (``inference.model``), evaluates it and gates it
+    (docs/trainer.md justifies the defaults, measured on Gemma 3 270M).
+
+    ``runner`` ``ray`` trains with Ray Train's TorchTrainer (``ray_address``, or a
+    local Ray started here); ``inline`` runs the same per-worker function in this
+    process (tests, tiny models). Every training starts from the base weights.
+    """
+
+    enabled: bool = Field(
+        default=True, description="embedded mode: train in this process (false: commands wait)"
+    )
+    web_port: int = Field(
+        default=6068, ge=1, le=65535, description="health endpoints of the trainer process"
+    )
+    runner: Literal["ray", "inline"] = Field(
+        default="ray", description="ray: Ray Train TorchTrainer; inline: same loop in process"
+    )
+    ray_address: str | None = Field(
+        default=None, description="existing Ray cluster; None: join or start a local Ray"
+    )
+    ray_num_cpus: int = Field(default=2, ge=1, description="CPUs of a Ray started here")
+    ray_object_store_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=78 * 1024 * 1024, description="of a Ray started here"
+    )
+    storage_path: str = Field(
+        default="",
+        description="Ray Train checkpoint storage (shared by all nodes); empty: a temp dir",
+    )
+    use_gpu: bool = Field(default=False, description="train on one GPU per worker")
+    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers (DDP)")
+    cpus_per_worker: int = Field(
+        default=2, ge=1, le=256, description="CPUs (and torch threads) of each worker"
+    )
+    lora_r: int = Field(default=16, ge=1, le=1024, description="LoRA rank")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA scale numerator (alpha / r)")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on LoRA inputs")
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="module names LoRA wraps: attention and MLP projections",
+    )
+    learning_rate: float = Field(default=1e-3, gt=0, le=1, description="AdamW peak rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
+    warmup_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="of the steps: linear warm-up, then linear decay"
+    )
+    epochs: int = Field(default=8, ge=1, le=1000, description="passes over the training set")
+    max_steps: int = Field(default=0, ge=0, description="optimizer steps at most; 0: no cap")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="examples per step")
+    max_seq_tokens: int = Field(
+        default=128, ge=16, le=32_768, description="longer training texts are truncated"
+    )
+    seed: int = Field(default=0, description="data order, templates, LoRA init")
+    min_recall_after: float = Field(
+        default=0.8, ge=0, le=1, description="gate: cloze recall of the facts after training"
+    )
+    min_recall_gain: float = Field(
+        default=0.1, ge=-1, le=1, description="gate: recall after minus recall before"
+    )
+    max_control_ppl_increase: float = Field(
+        default=0.05, ge=0, description="gate: relative perplexity rise on control text"
+    )
+    eval_max_new_tokens: int = Field(
+        default=8, ge=1, le=256, description="greedy tokens beyond the answer's length"
+    )
+    generator: str = Field(
+        default="templates", description="training-text generator: templates | openai"
+    )
+    openai_url: str = Field(
+        default="http://127.0.0.1:8000/v1", description="openai generator: base URL"
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="openai generator: model")
+    openai_api_key: SecretStr = SecretStr("")
+    openai_timeout_s: float = Field(default=60.0, gt=0, description="openai generator, per call")
+    stale_policy: Literal["retrain", "withdraw"] = Field(
+        default="retrain",
+        description="a source cube changed or was deleted: retrain from base, or withdraw",
+    )
+    progress_every_steps: int = Field(
+        default=10, ge=1, description="a progress line (and callback) every this many steps"
+    )
+
+
 class Settings(BaseSettings):
     """Root of the tree. Build it once per process and pass it down."""
 
@@ -427,6 +518,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     governance: GovernanceSettings = GovernanceSettings()
     inference: InferenceSettings = InferenceSettings()
+    trainer: TrainerSettings = TrainerSettings()
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

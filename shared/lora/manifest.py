@@ -87,9 +87,14 @@ class AdapterManifest:
     sources: tuple[SourceRef, ...]
     created_at: str
     files: Mapping[str, FileRef]
+    # Optional training record (trainer); absent in manifests written without it.
+    hyperparameters: Mapping[str, Any] | None = None
+    data_size: int | None = None
+    metrics: Mapping[str, float] | None = None
+    duration_s: float | None = None
 
     def to_json(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "format": FORMAT,
             "name": self.name,
             "version": self.version,
@@ -103,6 +108,15 @@ class AdapterManifest:
                 for n, f in sorted(self.files.items())
             },
         }
+        # Only when set: a manifest without them keeps its bytes, hence its id.
+        if self.hyperparameters is not None:
+            body["hyperparameters"] = dict(self.hyperparameters)
+        if self.data_size is not None:
+            body["data_size"] = self.data_size
+        if self.metrics is not None:
+            body["metrics"] = {k: float(v) for k, v in self.metrics.items()}
+        if self.duration_s is not None:
+            body["duration_s"] = self.duration_s
         # Sorted keys: the same adapter gives the same bytes, hence the same id.
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -129,9 +143,25 @@ class AdapterManifest:
                 ),
                 created_at=str(body["created_at"]),
                 files=files,
+                hyperparameters=_opt_dict(body.get("hyperparameters")),
+                data_size=None if body.get("data_size") is None else int(body["data_size"]),
+                metrics=(
+                    None
+                    if body.get("metrics") is None
+                    else {str(k): float(v) for k, v in body["metrics"].items()}
+                ),
+                duration_s=None if body.get("duration_s") is None else float(body["duration_s"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise adapter_invalid(f"malformed adapter manifest: {exc}") from exc
+
+
+def _opt_dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("hyperparameters must be an object")
+    return dict(value)
 
 
 def parse_config(data: bytes) -> dict[str, Any]:

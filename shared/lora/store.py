@@ -68,8 +68,16 @@ class AdapterStore:
         fingerprint: ModelFingerprint,
         sources: Sequence[SourceRef] = (),
         created_at: datetime | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        data_size: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+        duration_s: float | None = None,
     ) -> str:
-        """Stores an adapter (``files``: the two peft files' bytes); returns its id."""
+        """Stores an adapter (``files``: the two peft files' bytes); returns its id.
+
+        ``hyperparameters``, ``data_size``, ``metrics`` and ``duration_s`` are the
+        trainer's record of how it was made, kept in the manifest when given.
+        """
         check_segment("tenant", tenant)
         check_segment("namespace", namespace)
         check_name("name", name)
@@ -92,6 +100,10 @@ class AdapterStore:
             sources=tuple(sources),
             created_at=(created_at or datetime.now(UTC)).isoformat(),
             files=refs,
+            hyperparameters=hyperparameters,
+            data_size=data_size,
+            metrics=metrics,
+            duration_s=duration_s,
         )
         mref = self.blobs.put(tenant, namespace, manifest.to_json())
         return str(AdapterId(name, version, mref.digest[:DIGEST_CHARS]))
