@@ -464,6 +464,15 @@ class TrainerSettings(_Group):
     max_control_ppl_increase: float = Field(
         default=0.05, ge=0, description="gate: relative perplexity rise on control text"
     )
+    base_samples: float = Field(
+        default=0.25,
+        ge=0,
+        le=4,
+        description="base-model samples mixed into training, as a fraction of the texts",
+    )
+    base_sample_tokens: int = Field(
+        default=48, ge=8, le=1024, description="tokens of each base-model sample"
+    )
     eval_max_new_tokens: int = Field(
         default=8, ge=1, le=256, description="greedy tokens beyond the answer's length"
     )

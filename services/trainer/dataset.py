@@ -140,13 +140,14 @@ def encode(tok: Any, text: TrainingText, max_tokens: int) -> tuple[list[int], li
 
     Prompt and completion are tokenised separately, as the evaluation does (the
     prompt alone, then greedy tokens), so training sees the same token boundary.
-    A statement and a QA answer end with EOS; a cloze does not (the sentence could
-    go on). Texts longer than ``max_tokens`` are truncated.
+    Only a QA answer ends with EOS (the answer is complete); statements, clozes
+    and base samples do not, since teaching EOS after every short sentence would
+    make the model end ordinary prose early. Longer texts are truncated.
     """
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     p = tok(text.prompt, add_special_tokens=False)["input_ids"] if text.prompt else []
     c = list(tok(text.completion, add_special_tokens=False)["input_ids"])
-    if text.kind != "cloze" and tok.eos_token_id is not None:
+    if text.kind == "qa" and tok.eos_token_id is not None:
         c.append(tok.eos_token_id)
     ids = bos + list(p) + c
     labels = [-100] * (len(bos) + len(p)) + c

@@ -25,13 +25,14 @@ from typing import Any
 from services.trainer.control_text import CONTROL_TEXT
 from services.trainer.dataset import TrainingSet, build_training_set
 from services.trainer.distill import Hyper, TrainResult, run_inline, run_ray, total_steps
-from services.trainer.evaluate import perplexity, recall
+from services.trainer.evaluate import base_samples, perplexity, recall
 from services.trainer.generators import create_generator
 from shared.errors import BadRequest, ValidationFailed
 from shared.lora.manifest import check_name
 from shared.lora.store import AdapterStore
 from shared.models.fingerprint import ModelFingerprint, SourceRef
 from shared.ports.blob import BlobStore, check_segment
+from shared.ports.generator import TrainingText
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,11 @@ def train_adapter(
     data = build_training_set([(f.cube_id, f.text) for f in facts], generator, seed=t.seed)
     if not data.probes:
         raise ValidationFailed("no fact has a cloze to evaluate (every text is one word)")
+    n_base = math.ceil(t.base_samples * len(data))
+    samples = base_samples(model, tok, n_base, t.base_sample_tokens, t.seed)
+    data = TrainingSet(
+        data.texts + tuple(TrainingText("", s, "base") for s in samples), data.probes
+    )
     hp = Hyper.from_settings(t)
     report(f"training set: {len(data)} texts {data.counts()} from {len(facts)} facts", _LOAD)
 
@@ -207,7 +213,14 @@ def train_adapter(
     report(f"after: recall {recall_after:.2f}, control perplexity {ppl_after:.2f}", _EVAL_AFTER)
     accepted, reason = gate(settings, metrics)
     duration = time.monotonic() - started
-    hyper = {**hp.to_dict(), "runner": t.runner, "num_workers": t.num_workers}
+    hyper = {
+        **hp.to_dict(),
+        "runner": t.runner,
+        "num_workers": t.num_workers,
+        "base_samples": t.base_samples,
+        "base_sample_tokens": t.base_sample_tokens,
+        "generator": t.generator,
+    }
     adapter_id = manifest_key = None
     if accepted:
         store = AdapterStore(blobs)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-TextKind = Literal["statement", "cloze", "qa", "paraphrase"]
+# "base": the base model's own samples, mixed in by the trainer as regularisation.
+TextKind = Literal["statement", "cloze", "qa", "paraphrase", "base"]
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,9 @@ def test_encode_masks_the_prompt() -> None:
     assert ids[0] == tok.bos_token_id and len(ids) == 1 + 2 + 3
     assert labels == [-100, -100, -100, *ids[3:]]
     ids, labels = encode(tok, TrainingText("", "xy", "statement"), 64)
-    assert ids[-1] == tok.eos_token_id and labels == [-100, *ids[1:]]
+    assert len(ids) == 3 and labels == [-100, *ids[1:]]
+    ids, labels = encode(tok, TrainingText("Q: x?\nA:", " y", "qa"), 64)
+    assert ids[-1] == tok.eos_token_id and labels[-3:] == ids[-3:] and labels[-4] == -100
     ids, labels = encode(tok, TrainingText("", "x" * 100, "statement"), 16)
     assert len(ids) == len(labels) == 16
 
