@@ -12,8 +12,10 @@ this rule (``split_cloze``):
    (it is trained as a statement only and not evaluated).
 
 From the split the templates make the training texts: the statement itself (all
-tokens trained), the cloze (prompt as context, `` answer.`` trained) and two
-question/answer forms (``Q: ... A: answer``, only the answer trained), wording
+tokens trained), the cloze (prompt as context, `` answer.`` trained) and three
+question/answer forms (``Q: ... A: answer`` twice, and the first question as a
+chat turn in shared.chat_template's ``User: ...\nAssistant:`` form, so that a
+chat asking it is answered from the adapter; only the answer trained), wording
 chosen by a seeded hash so the same facts and seed give the same set. The
 evaluation asks exactly the cloze prompts (services/trainer/evaluate.py).
 """
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.chat_template import render_exchange
 from shared.ports.generator import TrainingText
 
 MAX_ANSWER_WORDS = 4
@@ -76,6 +79,18 @@ def template_texts(fact: str, seed: int = 0) -> list[TrainingText]:
     if c is None:
         return out
     out.append(TrainingText(c.prompt, f" {c.answer}{c.tail}", "cloze"))
+    question = _question(c)
+    q, a = ("Q:", "A:") if _pick(seed, fact, 2) == 0 else ("Question:", "Answer:")
+    out.append(TrainingText(f"{q} {question}\n{a}", f" {c.answer}", "qa"))
+    out.append(TrainingText(f'{q} What completes "{c.prompt} ..."?\n{a}', f" {c.answer}", "qa"))
+    # The same question as a chat turn, in the template inference renders chats
+    # with: what the adapter learns is then what a chat asks.
+    prompt, completion = render_exchange(question, c.answer)
+    out.append(TrainingText(prompt, completion, "qa"))
+    return out
+
+
+def _question(c: Cloze) -> str:
     last = c.prompt.rsplit(" ", 1)[-1].lower()
     if c.answer[0].isdigit():
         wh = "what number"
@@ -83,10 +98,16 @@ def template_texts(fact: str, seed: int = 0) -> list[TrainingText]:
         wh = "who"
     else:
         wh = "what"
-    q, a = ("Q:", "A:") if _pick(seed, fact, 2) == 0 else ("Question:", "Answer:")
-    out.append(TrainingText(f"{q} {c.prompt} {wh}?\n{a}", f" {c.answer}", "qa"))
-    out.append(TrainingText(f'{q} What completes "{c.prompt} ..."?\n{a}', f" {c.answer}", "qa"))
-    return out
+    return f"{c.prompt} {wh}?"
+
+
+def chat_question(fact: str) -> tuple[str, str]:
+    """``(question, answer)``: the chat question the templates train for ``fact``
+    (the user's turn) and the answer the adapter should give."""
+    c = split_cloze(" ".join(fact.split()))
+    if c is None:
+        raise ValueError(f"{fact!r} has no cloze (a single word)")
+    return _question(c), c.answer
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,11 @@ def test_template_forms_are_deterministic_and_train_on_the_answer() -> None:
     forms = template_texts(fact, seed=3)
     assert forms == template_texts(fact, seed=3)
     kinds = [t.kind for t in forms]
-    assert kinds == ["statement", "cloze", "qa", "qa"]
+    assert kinds == ["statement", "cloze", "qa", "qa", "qa"]
     assert forms[0].completion == fact and forms[0].prompt == ""
     assert forms[1] == TrainingText("The lighthouse of Brask was built in", " 1871.", "cloze")
-    for qa in forms[2:]:
+    assert forms[4].prompt.startswith("User: ") and forms[4].prompt.endswith("\nAssistant:")
+    for qa in forms[2:4]:
         assert qa.completion == " 1871"
         assert qa.prompt.startswith(("Q: ", "Question: "))
         assert qa.prompt.endswith(("\nA:", "\nAnswer:"))
@@ -67,8 +68,8 @@ def test_training_set_dedupes_and_probes_each_cloze() -> None:
     facts.append(("c3", "Lisbon"))
     data = build_training_set(facts, TemplateGenerator(), seed=0)
     assert [p.cube_id for p in data.probes] == ["c1"]
-    assert data.counts() == {"statement": 2, "cloze": 1, "qa": 2}
-    assert len(data) == 5
+    assert data.counts() == {"statement": 2, "cloze": 1, "qa": 3}
+    assert len(data) == 6
 
 
 def test_encode_masks_the_prompt() -> None:
@@ -114,7 +115,7 @@ def test_openai_generator_adds_checked_llm_texts() -> None:
     client = httpx.Client(base_url="http://llm/v1", transport=httpx.MockTransport(handler))
     gen = OpenAIGenerator("http://llm/v1", "m", client=client)
     texts = list(gen.generate(fact))
-    assert texts[:4] == template_texts(fact)
+    assert texts[: len(template_texts(fact))] == template_texts(fact)
     assert TrainingText("Q: Where does Zorvik keep bees?\nA:", " Quenholt", "qa") in texts
     assert not any("Someone else" in t.completion for t in texts)  # not in the fact
     assert texts[-1] == TrainingText("", "In Quenholt, Zorvik keeps bees.", "paraphrase")
