@@ -408,7 +408,7 @@ class Vault:
             for c, score in found
         ]
         if publish_access:
-            self._publish_accessed(caller, found)
+            self._publish_accessed(caller, found, req.session_id)
         return SearchResponse(results=hits)
 
     def record_access(self, caller: Caller, report: AccessReport) -> None:
@@ -431,7 +431,9 @@ class Vault:
         except Exception as exc:  # statistics, as for searches: logged, not the caller's
             log.warning("memory.accessed not published for %s: %s", report.query_id, exc)
 
-    def _publish_accessed(self, caller: Caller, found: list[tuple[MemCube, float]]) -> None:
+    def _publish_accessed(
+        self, caller: Caller, found: list[tuple[MemCube, float]], session_id: str | None
+    ) -> None:
         """Access facts feed the scheduler's usage statistics. They are not part of a
         write, so they go straight to the bus; a failure is logged, not the search's."""
         query_id = str(uuid.uuid4())
@@ -445,6 +447,7 @@ class Vault:
                     rank=rank,
                     score=score,
                     principal=caller.principal,
+                    session_id=session_id,
                 )
                 self._bus.publish(data.topic, self._event(caller, cube, data), key=cube.id)
         except Exception as exc:

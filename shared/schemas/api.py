@@ -135,6 +135,11 @@ class SearchRequest(_Strict):
     namespaces: list[str] = Field(min_length=1)
     top_k: int = Field(default=10, ge=1, le=1000)
     filters: SearchFilters | None = None
+    session_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="the conversation or agent run searching; counted in usage (stability)",
+    )
 
 
 class SearchHit(_Strict):
