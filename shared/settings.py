@@ -443,12 +443,12 @@ class TrainerSettings(_Group):
         min_length=1,
         description="module names LoRA wraps: attention and MLP projections",
     )
-    learning_rate: float = Field(default=1e-3, gt=0, le=1, description="AdamW peak rate")
+    learning_rate: float = Field(default=3e-4, gt=0, le=1, description="AdamW peak rate")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
     warmup_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="of the steps: linear warm-up, then linear decay"
     )
-    epochs: int = Field(default=8, ge=1, le=1000, description="passes over the training set")
+    epochs: int = Field(default=4, ge=1, le=1000, description="passes over the training set")
     max_steps: int = Field(default=0, ge=0, description="optimizer steps at most; 0: no cap")
     batch_size: int = Field(default=8, ge=1, le=4096, description="examples per step")
     max_seq_tokens: int = Field(
@@ -473,6 +473,12 @@ class TrainerSettings(_Group):
     base_sample_tokens: int = Field(
         default=48, ge=8, le=1024, description="tokens of each base-model sample"
     )
+    base_kl_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="weight of KL(base || adapted) on base samples (0: train them as text)",
+    )
+    base_kl_batch: int = Field(default=2, ge=1, le=256, description="base samples per step")
     eval_max_new_tokens: int = Field(
         default=8, ge=1, le=256, description="greedy tokens beyond the answer's length"
     )

@@ -12,7 +12,7 @@ this rule (``split_cloze``):
    (it is trained as a statement only and not evaluated).
 
 From the split the templates make the training texts: the statement itself (all
-tokens trained), the cloze (prompt as context, `` answer.`` trained) and three
+tokens trained), the cloze (prompt as context, `` answer`` trained) and three
 question/answer forms (``Q: ... A: answer`` twice, and the first question as a
 chat turn in shared.chat_template's ``User: ...\nAssistant:`` form, so that a
 chat asking it is answered from the adapter; only the answer trained), wording
@@ -78,7 +78,7 @@ def template_texts(fact: str, seed: int = 0) -> list[TrainingText]:
     c = split_cloze(fact)
     if c is None:
         return out
-    out.append(TrainingText(c.prompt, f" {c.answer}{c.tail}", "cloze"))
+    out.append(TrainingText(c.prompt, f" {c.answer}", "cloze"))
     question = _question(c)
     q, a = ("Q:", "A:") if _pick(seed, fact, 2) == 0 else ("Question:", "Answer:")
     out.append(TrainingText(f"{q} {question}\n{a}", f" {c.answer}", "qa"))
@@ -157,19 +157,17 @@ def build_training_set(
 
 
 def encode(tok: Any, text: TrainingText, max_tokens: int) -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)``: BOS + prompt (labels -100) + completion (+ EOS).
+    """``(input_ids, labels)``: BOS + prompt (labels -100) + completion.
 
     Prompt and completion are tokenised separately, as the evaluation does (the
     prompt alone, then greedy tokens), so training sees the same token boundary.
-    Only a QA answer ends with EOS (the answer is complete); statements, clozes
-    and base samples do not, since teaching EOS after every short sentence would
-    make the model end ordinary prose early. Longer texts are truncated.
+    Nothing ends with EOS and cloze/QA completions are the bare answer (no
+    punctuation): teaching "end here" after every short phrase makes the model
+    predict ends where ordinary prose goes on. Longer texts are truncated.
     """
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     p = tok(text.prompt, add_special_tokens=False)["input_ids"] if text.prompt else []
     c = list(tok(text.completion, add_special_tokens=False)["input_ids"])
-    if text.kind == "qa" and tok.eos_token_id is not None:
-        c.append(tok.eos_token_id)
     ids = bos + list(p) + c
     labels = [-100] * (len(bos) + len(p)) + c
     return ids[:max_tokens], labels[:max_tokens]

@@ -65,6 +65,8 @@ class Hyper:
     max_seq_tokens: int
     seed: int
     progress_every_steps: int
+    base_kl_weight: float = 0.0
+    base_kl_batch: int = 2
 
     @classmethod
     def from_settings(cls, t: TrainerSettings) -> Hyper:
@@ -82,6 +84,8 @@ class Hyper:
             max_seq_tokens=t.max_seq_tokens,
             seed=t.seed,
             progress_every_steps=t.progress_every_steps,
+            base_kl_weight=t.base_kl_weight,
+            base_kl_batch=t.base_kl_batch,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +141,23 @@ def answer_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
     return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
 
+def base_kl(peft_model: Any, rows: list[list[int]], pad: int, device: Any) -> Any:
+    """KL(base || adapted) over the full vocabulary, mean over the rows' positions."""
+    import torch
+
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = peft_model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    adapted = peft_model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    keep = mask.bool()
+    kl = torch.nn.functional.kl_div(
+        adapted[keep], base[keep], log_target=True, reduction="batchmean"
+    )
+    return kl
+
+
 def worker_loop(
     model: Any,
     tok: Any,
@@ -167,6 +188,10 @@ def worker_loop(
     peft_model.train()
     trained = wrap(peft_model) if wrap else peft_model
     device = next(peft_model.parameters()).device
+    kl = hp.base_kl_weight > 0 and wrap is None
+    # KL mode: base samples anchor the adapter to the base distribution (not CE texts).
+    anchors = [encode(tok, t, hp.max_seq_tokens)[0] for t in texts if kl and t.kind == "base"]
+    texts = [t for t in texts if not (kl and t.kind == "base")]
     encoded = [encode(tok, t, hp.max_seq_tokens) for t in texts][rank::world]
     steps = total_steps(len(texts), hp, world)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -198,6 +223,11 @@ def worker_loop(
                 loss_t = answer_loss(peft_model.get_base_model(), ids, mask, labels)
             else:  # DDP: through its forward, so gradients are synchronised
                 loss_t = trained(input_ids=ids, attention_mask=mask, labels=labels).loss
+            if anchors:
+                pick = torch.randint(len(anchors), (hp.base_kl_batch,), generator=gen).tolist()
+                loss_t = loss_t + hp.base_kl_weight * base_kl(
+                    peft_model, [anchors[j] for j in pick], pad, device
+                )
             loss_t.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

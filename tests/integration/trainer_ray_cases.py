@@ -72,7 +72,7 @@ def test_ray_runner_trains_saves_and_reports_progress(ray_local: None, tmp_path:
     assert out.hyperparameters["runner"] == "ray"
     assert out.manifest_key is not None
     manifest = AdapterManifest.from_json(blobs.get("t1", out.manifest_key))
-    assert manifest.data_size == out.data_size == 12
+    assert manifest.data_size == out.data_size == 15
     # Progress from the Ray worker reached the driver's callback.
     assert any("training step 10/" in m for m, _ in seen), seen
 

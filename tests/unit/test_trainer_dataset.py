@@ -54,7 +54,7 @@ def test_template_forms_are_deterministic_and_train_on_the_answer() -> None:
     kinds = [t.kind for t in forms]
     assert kinds == ["statement", "cloze", "qa", "qa", "qa"]
     assert forms[0].completion == fact and forms[0].prompt == ""
-    assert forms[1] == TrainingText("The lighthouse of Brask was built in", " 1871.", "cloze")
+    assert forms[1] == TrainingText("The lighthouse of Brask was built in", " 1871", "cloze")
     assert forms[4].prompt.startswith("User: ") and forms[4].prompt.endswith("\nAssistant:")
     for qa in forms[2:4]:
         assert qa.completion == " 1871"
@@ -81,8 +81,7 @@ def test_encode_masks_the_prompt() -> None:
     assert labels == [-100, -100, -100, *ids[3:]]
     ids, labels = encode(tok, TrainingText("", "xy", "statement"), 64)
     assert len(ids) == 3 and labels == [-100, *ids[1:]]
-    ids, labels = encode(tok, TrainingText("Q: x?\nA:", " y", "qa"), 64)
-    assert ids[-1] == tok.eos_token_id and labels[-3:] == ids[-3:] and labels[-4] == -100
+    assert tok.eos_token_id not in encode(tok, TrainingText("Q: x?\nA:", " y", "qa"), 64)[0]
     ids, labels = encode(tok, TrainingText("", "x" * 100, "statement"), 16)
     assert len(ids) == len(labels) == 16
 

@@ -92,21 +92,22 @@ def test_memorises_the_facts_and_saves_a_loadable_adapter(trained: Any) -> None:
     assert out.accepted, out.reason
     assert out.metrics["recall_before"] == 0.0
     assert out.metrics["recall_after"] == 1.0
-    assert out.data_size == 20  # 5 x (statement, cloze, 2 QA)
+    assert out.data_size == 25  # 5 x (statement, cloze, 3 QA)
     assert out.hyperparameters["lora_r"] == 8 and out.hyperparameters["runner"] == "inline"
     assert out.adapter_id is not None and out.adapter_id.startswith("facts@1+")
     assert recalled(blobs, out.adapter_id, FACTS) == [True] * 5
     # The manifest: sources at their versions, the training record, the blob key given.
     manifest = AdapterManifest.from_json(blobs.get("t1", out.manifest_key))
     assert manifest.sources == tuple(SourceRef(f.cube_id, f.version) for f in FACTS)
-    assert manifest.data_size == 20 and manifest.metrics is not None
+    assert manifest.data_size == 25 and manifest.metrics is not None
     assert manifest.metrics["recall_after"] == 1.0
     assert manifest.hyperparameters is not None and manifest.hyperparameters["epochs"] == 30
     assert manifest.duration_s is not None and manifest.duration_s > 0
     # Progress: fractions rise to 1, training steps reported.
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("training step 150/150" in m for m, _ in seen)
+    steps = int(out.metrics["steps"])
+    assert steps == 30 * 7 and any(f"training step {steps}/{steps}" in m for m, _ in seen)
 
 
 def test_inference_serves_the_adapter(trained: Any) -> None:
@@ -146,7 +147,7 @@ def test_gate_rejects_and_saves_nothing(tmp_path: Path) -> None:
     assert not out.accepted and out.adapter_id is None and out.manifest_key is None
     assert out.reason.startswith("rejected: recall 0.00 < 0.90")
     assert blobs.list("t1", "t1/") == []
-    assert out.data_size == 16  # 2 x 4 forms + as many base-model samples
+    assert out.data_size == 20  # 2 x 5 forms + as many base-model samples (KL anchors)
 
 
 def test_bad_input(tmp_path: Path) -> None:
