@@ -176,7 +176,10 @@ def train_adapter(
     recall_before, ppl_before = evaluate(model, tok, data, settings)
     report(f"before: recall {recall_before:.2f}, control perplexity {ppl_before:.2f}", _EVAL_BEFORE)
 
-    steps = total_steps(len(data), hp, t.num_workers)
+    # Under KL (one worker) the base samples are anchors, not steps' texts.
+    kl = hp.base_kl_weight > 0 and t.num_workers == 1
+    trained = sum(1 for x in data.texts if not (kl and x.kind == "base"))
+    steps = total_steps(trained, hp, t.num_workers)
 
     def on_step(step: int, total: int, loss: float) -> None:
         frac = _EVAL_BEFORE + (_TRAIN_END - _EVAL_BEFORE) * step / max(total, 1)
