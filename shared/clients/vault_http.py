@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import httpx
 from opentelemetry.propagate import inject
 
-from shared.errors import FieldError, MemgridError, Unavailable
+from shared.errors import FieldError, MemgridError, NotFound, Unavailable
 from shared.schemas.activation import (
     ActivationCurrent,
     ActivationDemoteRequest,
@@ -270,6 +270,11 @@ def _error(r: httpx.Response) -> MemgridError:
         body = {}
     if r.status_code >= 500 and r.status_code != 503:
         return Unavailable(f"vault failed with {r.status_code}")
+    if r.status_code == 404:
+        # The same class the vault raised in process: callers catch NotFound.
+        return NotFound(
+            str(body.get("detail", r.reason_phrase)), str(body.get("code", "not_found"))
+        )
     return MemgridError(
         detail=str(body.get("detail", r.reason_phrase)),
         errors=[FieldError(e["field"], e["message"]) for e in body.get("errors") or []],

@@ -96,6 +96,18 @@ def stack(
             "MEMGRID_GOVERNANCE__APP_ID": f"e2e-governance-{run_dir.name}",
             # Outbox retries find Kafka again quickly after its restart.
             "MEMGRID_BUS__PUBLISH_TIMEOUT_S": "5",
+            # The trainer process: the tiny model, trained in process (no Ray
+            # cluster in the e2e stack), hyperparameters that memorise it fast.
+            "MEMGRID_INFERENCE__MODEL": "tiny",
+            "MEMGRID_TRAINER__RUNNER": "inline",
+            "MEMGRID_TRAINER__LEARNING_RATE": "0.01",
+            "MEMGRID_TRAINER__EPOCHS": "30",
+            "MEMGRID_TRAINER__BATCH_SIZE": "4",
+            "MEMGRID_TRAINER__LORA_R": "8",
+            "MEMGRID_TRAINER__LORA_ALPHA": "16",
+            "MEMGRID_TRAINER__LORA_DROPOUT": "0",
+            "MEMGRID_TRAINER__BASE_SAMPLES": "0",
+            "MEMGRID_TRAINER__MAX_CONTROL_PPL_INCREASE": "1.0",
         },
         start_timeout_s=240.0,
     )
@@ -117,7 +129,7 @@ def tenant(stack: Stack) -> Iterator[Tenant]:
 
 @pytest.fixture(scope="session")
 def collector(stack: Stack, settings_env: dict[str, str]) -> Iterator[Collector]:
-    topics = ["memory.created", "memory.accessed", "memgrid.deadletter"]
+    topics = ["memory.created", "memory.accessed", "memory.promoted", "memgrid.deadletter"]
     c = Collector(settings_env["MEMGRID_BUS__URL"], topics)
     yield c
     c.close()
