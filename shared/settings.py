@@ -474,7 +474,7 @@ class TrainerSettings(_Group):
         default=48, ge=8, le=1024, description="tokens of each base-model sample"
     )
     base_kl_weight: float = Field(
-        default=1.0,
+        default=3.0,
         ge=0,
         description="weight of KL(base || adapted) on base samples (0: train them as text)",
     )

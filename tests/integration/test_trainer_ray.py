@@ -24,6 +24,7 @@ CASES = HERE / "trainer_ray_cases.py"
 @pytest.mark.timeout(900)
 def test_trainer_ray_cases_pass_in_their_own_process() -> None:
     import ray.train  # noqa: F401  - the trainer extra installs it; missing is a failure
+
     expected = len(re.findall(r"^def test_", CASES.read_text(), flags=re.M))
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", str(CASES)],
