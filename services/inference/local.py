@@ -54,7 +54,7 @@ class LocalInference:
             activation = build_activation(settings, backend, vault, bus)
             from services.inference.adapters import build_parametric
 
-            parametric = build_parametric(settings, backend, bus)
+            parametric = build_parametric(settings, backend, bus, vault)
             return ChatEngine(settings.inference, backend, vault, activation, parametric)
 
         self.engine = LazyEngine(build)

@@ -56,7 +56,7 @@ def build_engine(settings: Settings) -> ChatEngine:
         activation.subscription = bus.subscribe(COMMAND_GROUP, COMMAND_TOPICS, activation.handle)
     from services.inference.adapters import build_parametric
 
-    parametric = build_parametric(settings, backend, bus)
+    parametric = build_parametric(settings, backend, bus, vault)
     return ChatEngine(settings.inference, backend, vault, activation, parametric)
 
 

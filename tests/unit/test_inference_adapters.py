@@ -227,6 +227,45 @@ def test_promoted_event_selects_the_adapter(backend: Any, adapters: Any, tmp_pat
     assert reg.current("t1", "ns1") is None and reg.loaded() == []
 
 
+def test_a_restarted_replica_finds_the_serving_adapter_in_the_vault(
+    backend: Any, adapters: Any, tmp_path: Path
+) -> None:
+    """No promotion seen (a restart): the vault's record says which adapter serves;
+    withdrawn ones and ones this replica retired are never brought back."""
+    from types import SimpleNamespace
+
+    from services.inference.adapters import AdapterRegistry, AdapterStore
+    from shared.schemas.adapters import AdapterState
+    from shared.schemas.api import Caller
+
+    states: dict[str, AdapterState] = {}
+    calls: list[tuple[str, str | None]] = []
+
+    class Records:
+        def list_adapters(self, tenant: str, namespace: str | None = None) -> list[Any]:
+            calls.append((tenant, namespace))
+            return [SimpleNamespace(id=i, state=s) for i, s in states.items()]
+
+    store = AdapterStore(FileBlobStore(tmp_path))
+    reg = AdapterRegistry(store, backend, 4, vault=Records(), recheck_s=0.0)  # type: ignore[arg-type]
+    aid = save(reg, backend, adapters[0][0])
+    caller = Caller(tenant="t1", principal="p")
+    assert reg.adapter_for(caller, ["ns1"]) is None  # nothing recorded
+    states[aid] = AdapterState.serving
+    active = reg.adapter_for(caller, ["ns1"])
+    assert active is not None and active.adapter_id == aid and reg.current("t1", "ns1") == aid
+    assert calls == [("t1", "ns1"), ("t1", "ns1")]
+    assert reg.adapter_for(caller, ["ns1"]) is not None and len(calls) == 2  # known: no lookup
+    reg.retire("t1", "ns1", aid)  # memory.demoted before the record says withdrawn
+    assert reg.adapter_for(caller, ["ns1"]) is None
+    states[aid] = AdapterState.withdrawn
+    assert reg.adapter_for(caller, ["ns1"]) is None
+    other = AdapterRegistry(store, backend, 4, vault=Records(), recheck_s=3600)  # type: ignore[arg-type]
+    assert other.adapter_for(caller, ["ns1"]) is None
+    states[aid] = AdapterState.serving
+    assert other.adapter_for(caller, ["ns1"]) is None, "asked again only after recheck_s"
+
+
 def test_replicas_follow_promotions_on_the_bus(backend: Any, adapters: Any, tmp_path: Path) -> None:
     """build_parametric (what serve.py and local.py call) subscribes the registry:
     a memory.promoted of the parametric tier on the bus makes the adapter current."""

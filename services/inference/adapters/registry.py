@@ -13,8 +13,10 @@ namespace and id: peft adapter names cannot contain ``.``) and in an LRU bounded
 by ``inference.adapters_max_loaded``; the least recently used is unloaded when a
 new one comes in. A request whose adapter is evicted mid-generation fails with
 404 ``adapter_not_loaded``: keep the limit above the number of adapters in use
-at once. The current-adapter map is in memory, like the KV store's: after a
-restart the trainer's events (or the graph) re-promote.
+at once. The current-adapter map is in memory; a namespace it has no entry for
+(after a restart, on a new replica) is looked up in the vault's adapter records
+(the trainer's), at most every 30 s per namespace; an adapter this replica
+retired is never brought back from a record that has not caught up yet.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ from typing import Any, Protocol
 from shared.errors import Conflict, MemgridError, NotFound
 from shared.lora.store import AdapterStore
 from shared.ports.bus import EventBus, Subscription
+from shared.ports.vault import VaultAPI
+from shared.schemas.adapters import AdapterState
 from shared.schemas.api import Caller
 from shared.schemas.events import EventEnvelope, MemoryDemoted, MemoryPromoted
 from shared.settings import Settings
@@ -61,12 +66,29 @@ def slot_name(tenant: str, namespace: str, adapter_id: str) -> str:
 
 
 class AdapterRegistry:
-    def __init__(self, store: AdapterStore, backend: ModelBackend, max_loaded: int) -> None:
+    def __init__(
+        self,
+        store: AdapterStore,
+        backend: ModelBackend,
+        max_loaded: int,
+        vault: VaultAPI | None = None,
+        recheck_s: float = 30.0,
+    ) -> None:
+        """``vault``: where a namespace's serving adapter is recorded (the trainer's
+        records), asked when this replica knows none — after a restart, or on a
+        replica started after the promotion — at most every ``recheck_s`` per
+        namespace."""
         if not backend.supports_adapters:
             raise ValueError(f"backend {backend.name!r} cannot load LoRA adapters")
         self.store = store
         self.backend = backend
         self.max_loaded = max_loaded
+        self._vault = vault
+        self._recheck_s = recheck_s
+        self._checked: dict[tuple[str, str], float] = {}
+        # Retired here (memory.demoted): never brought back from a vault record that
+        # has not caught up yet (the scheduler demotes before the trainer withdraws).
+        self._retired: set[str] = set()
         self._current: dict[tuple[str, str], str] = {}
         self._loaded: OrderedDict[str, ActiveAdapter] = OrderedDict()  # slot -> adapter
         # One lock for the map and the LRU; loading (a blob read + peft) happens under
@@ -94,6 +116,7 @@ class AdapterRegistry:
             if current is None or (adapter_id is not None and current != adapter_id):
                 return None
             del self._current[(tenant, namespace)]
+            self._retired.add(current)
             self._unload(slot_name(tenant, namespace, current))
             return current
 
@@ -105,8 +128,13 @@ class AdapterRegistry:
         """The adapter of the first of ``namespaces`` that has one (the caller may read
         them all: chat checked). Lookups use the caller's tenant only."""
         for namespace in namespaces:
+            recorded = None
+            if self.current(caller.tenant, namespace) is None:
+                recorded = self._recorded(caller.tenant, namespace)  # outside the lock: I/O
             with self._lock:
                 adapter_id = self._current.get((caller.tenant, namespace))
+                if adapter_id is None and recorded is not None and recorded not in self._retired:
+                    adapter_id = self._current[(caller.tenant, namespace)] = recorded
                 if adapter_id is None:
                     continue
                 try:
@@ -116,6 +144,26 @@ class AdapterRegistry:
                     log.warning("adapter %s of %s unusable: %s", adapter_id, namespace, exc.detail)
                     if self._current.get((caller.tenant, namespace)) == adapter_id:
                         del self._current[(caller.tenant, namespace)]
+        return None
+
+    def _recorded(self, tenant: str, namespace: str) -> str | None:
+        """The namespace's serving adapter as the vault records it, or None."""
+        if self._vault is None:
+            return None
+        key, now = (tenant, namespace), time.monotonic()
+        with self._lock:
+            last = self._checked.get(key)
+            if last is not None and now - last < self._recheck_s:
+                return None
+            self._checked[key] = now
+        try:
+            records = self._vault.list_adapters(tenant, namespace)
+        except MemgridError as exc:  # the vault down, or the namespace gone
+            log.warning("serving adapter of %s not read from the vault: %s", namespace, exc)
+            return None
+        for record in records:
+            if record.state in (AdapterState.serving, AdapterState.stale):
+                return record.id
         return None
 
     # --- the LRU of loaded adapters ---------------------------------------------------
@@ -172,7 +220,7 @@ class AdapterRegistry:
 
 
 def build_parametric(
-    settings: Settings, backend: ModelBackend, bus: EventBus | None
+    settings: Settings, backend: ModelBackend, bus: EventBus | None, vault: VaultAPI | None = None
 ) -> AdapterRegistry | None:
     """The parametric side of a replica or of embedded mode; None when the backend
     cannot load adapters (the remote OpenAI-compatible one). With a bus, the
@@ -185,6 +233,7 @@ def build_parametric(
         AdapterStore(create_blob_store(settings.blob)),
         backend,
         settings.inference.adapters_max_loaded,
+        vault,
     )
     if bus is not None:
         registry.subscription = registry.subscribe(bus)
