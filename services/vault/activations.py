@@ -20,17 +20,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from services.vault.derived_cubes import next_version, write_version
 from shared.errors import NotFound, ValidationFailed
-from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
+from shared.ports.graph import GraphStore
 from shared.schemas.memcube import (
     ActivationPayload,
     Edge,
     EdgeKind,
-    Lifecycle,
     LifecycleState,
     MemCube,
-    Origin,
-    SemanticType,
     Tier,
 )
 
@@ -118,27 +116,18 @@ class ActivationRecords:
         state: LifecycleState,
         reason: str,
     ) -> MemCube:
-        now = self._clock()
-        return MemCube(
-            id=activation_cube_id(namespace),
-            version=old.version + 1 if old is not None else 1,
-            tenant=tenant,
-            namespace=namespace,
-            created_at=old.created_at if old is not None else now,
-            updated_at=now,
-            origin=Origin.inference_extraction,
-            semantic_type=SemanticType.summary,
-            sources=list(payload.source_refs),
-            metadata=dict(old.metadata) if old is not None else {},
-            lifecycle=Lifecycle(state=state, reason=reason, changed_at=now),
-            payload=payload,
+        metadata = dict(old.metadata) if old is not None else {}
+        return next_version(
+            activation_cube_id(namespace),
+            tenant,
+            namespace,
+            old,
+            payload,
+            state,
+            reason,
+            metadata,
+            self._clock(),
         )
 
     def _write(self, cube: MemCube, old: MemCube | None, edges: list[Edge], reason: str) -> None:
-        batch = WriteBatch(cubes=[CubeWrite(cube=cube)], edges=edges)
-        if old is not None:
-            batch.superseded.append((old.id, old.version))
-            batch.edges.append(
-                Edge(kind=EdgeKind.VERSION_OF, src=cube.ref, dst=old.ref, reason=reason)
-            )
-        self._store.write(batch)
+        write_version(self._store, cube, old, edges, reason)

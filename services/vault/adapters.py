@@ -36,20 +36,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.vault.derived_cubes import next_version, write_version
 from shared.errors import IllegalTransition, NotFound, ValidationFailed
 from shared.lifecycle import allowed, check_reason
 from shared.lora.manifest import AdapterId
-from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
+from shared.ports.graph import GraphStore
 from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.memcube import (
     Edge,
     EdgeKind,
-    Lifecycle,
     LifecycleState,
     MemCube,
-    Origin,
     ParametricPayload,
-    SemanticType,
     Tier,
 )
 
@@ -274,30 +272,14 @@ class AdapterRecords:
         reason: str,
         metadata: dict[str, Any],
     ) -> MemCube:
-        now = self._clock()
-        return MemCube(
-            id=adapter_cube_id(namespace),
-            version=old.version + 1 if old is not None else 1,
-            tenant=tenant,
-            namespace=namespace,
-            created_at=old.created_at if old is not None else now,
-            updated_at=now,
-            origin=Origin.inference_extraction,
-            semantic_type=SemanticType.summary,
-            sources=list(payload.source_refs),
-            metadata=metadata,
-            lifecycle=Lifecycle(state=LIFECYCLE[state], reason=reason, changed_at=now),
-            payload=payload,
+        cube_id = adapter_cube_id(namespace)
+        state_ = LIFECYCLE[state]
+        return next_version(
+            cube_id, tenant, namespace, old, payload, state_, reason, metadata, self._clock()
         )
 
     def _write(self, cube: MemCube, old: MemCube | None, edges: list[Edge], reason: str) -> None:
-        batch = WriteBatch(cubes=[CubeWrite(cube=cube)], edges=edges)
-        if old is not None:
-            batch.superseded.append((old.id, old.version))
-            batch.edges.append(
-                Edge(kind=EdgeKind.VERSION_OF, src=cube.ref, dst=old.ref, reason=reason)
-            )
-        self._store.write(batch)
+        write_version(self._store, cube, old, edges, reason)
 
 
 def _record(cube: MemCube) -> AdapterRecord:
