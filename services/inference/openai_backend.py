@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from shared.clients.openai_http import openai_client
 from shared.errors import FieldError, MemgridError, Unavailable
 from shared.settings import Settings
 from shared.tokens import BYTES_PER_TOKEN, estimate_tokens
@@ -57,10 +58,7 @@ class OpenAIBackend:
         """``client`` lets tests pass one with a mock transport."""
         self.model = model
         self.context_length = context_length
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = client or httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers
-        )
+        self._http = client or openai_client(base_url, api_key, timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIBackend:

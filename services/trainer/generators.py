@@ -64,14 +64,11 @@ class OpenAIGenerator:
         seed: int = 0,
         client: Any = None,
     ) -> None:
-        import httpx
+        from shared.clients.openai_http import openai_client
 
         self.model = model
         self.seed = seed
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s
-        )
+        self.client = client or openai_client(base_url, api_key, timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIGenerator:
