@@ -214,15 +214,15 @@ class TrainerService:
     def source_changed(self, event: EventEnvelope) -> None:
         """A source cube was edited or went away: its adapters go stale, then the policy."""
         data = event.parse()
-        # A lifecycle-only update counts when the cube left play (merged, archived).
-        if (
-            isinstance(data, MemoryUpdated)
-            and "text" not in data.changed
-            and ("lifecycle" not in data.changed or self._live(event.tenant, data.cube_id))
-        ):
-            return
         assert isinstance(data, MemoryUpdated | MemoryDeleted | MemoryExpired)
-        removed = not isinstance(data, MemoryUpdated) or not self._live(event.tenant, data.cube_id)
+        if isinstance(data, MemoryUpdated):
+            if "text" not in data.changed and "lifecycle" not in data.changed:
+                return  # metadata or tags: the adapter's facts are unchanged
+            removed = not self._live(event.tenant, data.cube_id)
+            if "text" not in data.changed and not removed:
+                return  # a lifecycle change that kept the cube in play
+        else:
+            removed = True
         for adapter in self.vault.adapters_containing(event.tenant, data.cube_id):
             if adapter.state not in _LIVE:
                 continue
