@@ -29,12 +29,29 @@ class TenantRecord(_Strict):
     created_at: AwareDatetime
 
 
+class NamespacePolicy(_Strict):
+    """Governance rules of one namespace (docs/compliance.md).
+
+    ``pii``: what ingest does with detected personal data and secrets: ``allow``
+    (store, tag the cube), ``redact`` (replace each finding by a redaction marker,
+    tag) or ``reject`` (422, nothing stored). ``retention_days``: the longest a
+    memory may live in the namespace. ``legal_hold``: nothing in the namespace
+    expires, is deleted or erased while it is set (409 ``legal_hold``).
+    """
+
+    pii: Literal["allow", "redact", "reject"] = "allow"
+    retention_days: int | None = Field(default=None, ge=1, le=100 * 366)
+    legal_hold: bool = False
+    legal_hold_reason: str = Field(default="", max_length=2000)
+
+
 class NamespaceRecord(_Strict):
     id: str
     tenant: str
     name: str
     description: str = ""
     created_at: AwareDatetime
+    policy: NamespacePolicy = NamespacePolicy()
 
 
 class ApiKeyRecord(_Strict):
@@ -224,11 +241,19 @@ class CubeDraftBatch(_Strict):
 
 
 class Caller(_Strict):
-    """Who is asking, as established by authentication."""
+    """Who is asking, as established by authentication.
+
+    ``key_prefix`` names the API key used (None for internal system callers);
+    ``key_namespaces`` / ``key_permissions`` are the key's own scope (None: not
+    narrowed). The vault intersects them with the principal's grants
+    (docs/access-control.md)."""
 
     tenant: str
     principal: str
     role: str = "tenant_admin"
+    key_prefix: str | None = None
+    key_namespaces: list[str] | None = None
+    key_permissions: list[str] | None = None
 
 
 def _assume_utc(v: Any) -> Any:
