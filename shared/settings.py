@@ -156,11 +156,23 @@ class LimitSettings(_Group):
 
 
 class TelemetrySettings(_Group):
-    """Tracing exporter: ``none`` (default), ``console``, ``otlp`` or ``memory`` (tests)."""
+    """Traces, logs and metrics (docs/observability.md).
 
-    exporter: Literal["none", "console", "otlp", "memory"] = "none"
+    Tracing exporter: ``none`` (default), ``console``, ``otlp`` (to
+    ``otlp_endpoint``, OTLP over HTTP), ``memory`` (tests, one process) or
+    ``file`` (one JSON line per finished span, appended to a file per process
+    under ``spans_dir``: tests that span several processes read them)."""
+
+    exporter: Literal["none", "console", "otlp", "memory", "file"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     service_name: str = "memgrid"
+    spans_dir: Path | None = Field(
+        default=None, description="the directory exporter=file writes to (required by it)"
+    )
+    log_format: Literal["text", "json"] = "text"
+    lag_interval_s: float = Field(
+        default=15.0, gt=0, description="how often consumers sample their lag (metrics)"
+    )
 
 
 class ExtractorSettings(_Group):
