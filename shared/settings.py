@@ -336,6 +336,20 @@ class GovernanceSettings(_Group):
     fsync: bool = True
 
 
+class ComplianceSettings(_Group):
+    """PII and secret detection at ingest (docs/compliance.md).
+
+    ``default_pii_policy``: the ``policy.pii`` of namespaces created from now on.
+    ``phone_region``: ISO 3166 region for phone numbers written without a country
+    code. ``secret_min_entropy``: bits per character a ``key=value`` value needs to
+    count as a secret (random tokens score 4+, words and ids well below).
+    """
+
+    default_pii_policy: Literal["allow", "redact", "reject"] = "allow"
+    phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    secret_min_entropy: float = Field(default=3.5, ge=0, le=8)
+
+
 class InferenceServeSettings(_Group):
     """Serving of the inference service (docs/inference.md#serving, docs/deploy.md#inference).
 
@@ -544,6 +558,7 @@ class Settings(BaseSettings):
     vault: VaultClientSettings = VaultClientSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
     inference: InferenceSettings = InferenceSettings()
     trainer: TrainerSettings = TrainerSettings()
 

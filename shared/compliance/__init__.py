@@ -1,0 +1,1 @@
+"""Compliance helpers shared by the vault and the governance scanner (docs/compliance.md)."""
