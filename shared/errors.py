@@ -96,6 +96,27 @@ class IllegalTransition(Conflict):
         return {**super().to_problem(instance), "from": self.from_state, "to": self.to_state}
 
 
+class PiiRejected(MemgridError):
+    """The namespace's policy rejects personal data or secrets and the input holds some."""
+
+    def __init__(self, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(detail, errors, 422, "pii_rejected", "Personal data rejected")
+
+
+class LegalHold(Conflict):
+    """The namespace is on legal hold: nothing in it expires, is deleted or erased."""
+
+    def __init__(self, namespace: str, action: str) -> None:
+        super().__init__(
+            f"namespace {namespace!r} is on legal hold: {action} is refused until it is lifted",
+            code="legal_hold",
+        )
+        self.namespace = namespace
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return {**super().to_problem(instance), "namespace": self.namespace}
+
+
 class PayloadTooLarge(MemgridError):
     def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail, errors or [], 413, "payload_too_large", "Payload too large")
