@@ -32,7 +32,9 @@ Events (the buses and the faust processors):
   ``memgrid_events_dead_lettered_total{group,topic}`` counter.
   ``memgrid_consumer_lag{group,topic,partition}`` gauge: events in the
   partition after the group's position (log end offset minus position),
-  sampled every ``telemetry.lag_interval_s``.
+  refreshed after each poll by the Kafka bus's subscribers (at most once a
+  second) and every ``telemetry.lag_interval_s`` by the faust processors;
+  both read offsets the consumer already has (no extra broker request).
 
 Inference:
   ``memgrid_kv_cache_hits_total`` / ``memgrid_kv_cache_misses_total`` counters
@@ -48,9 +50,7 @@ Training (services.trainer.service):
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,8 +61,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-
-log = logging.getLogger(__name__)
 
 # Request latencies span ~1 ms (a cache hit) to tens of seconds (a chat turn).
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -137,55 +135,16 @@ Offsets = Mapping[tuple[str, int], int]
 def lag_by_partition(ends: Offsets, positions: Offsets) -> dict[tuple[str, int], int]:
     """Lag of each partition in ``ends``: end offset minus the group's position.
 
-    A partition without a known position counts from 0 would overstate a group
-    that simply has not started, so it is left out; a position past the end
-    (ends read before a fetch) is 0, never negative."""
+    A partition without a known position is left out (counting it from 0 would
+    overstate a group that has not fetched yet); a position past the end (an
+    end offset older than the position) gives 0, never a negative lag."""
     return {tp: max(end - positions[tp], 0) for tp, end in ends.items() if tp in positions}
 
 
-def record_lag(group: str, lags: Mapping[tuple[str, int], int]) -> None:
-    """Sets ``memgrid_consumer_lag`` for ``group``'s partitions."""
+def record_lag(group: str, ends: Offsets, positions: Offsets) -> dict[tuple[str, int], int]:
+    """Sets ``memgrid_consumer_lag`` of ``group`` from log end offsets and the
+    group's positions (see ``lag_by_partition``) and returns the lags."""
+    lags = lag_by_partition(ends, positions)
     for (topic, partition), lag in lags.items():
         CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
-
-
-class LagSampler:
-    """Samples a consumer's lag every ``interval_s`` on its own daemon thread.
-
-    ``sample`` returns ``(ends, positions)`` or raises; a failure is logged at
-    debug level and the next round tries again (a broker restart must not
-    end sampling)."""
-
-    def __init__(
-        self,
-        group: str,
-        sample: Callable[[], tuple[Offsets, Offsets]],
-        interval_s: float,
-    ) -> None:
-        self.group = group
-        self._sample = sample
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lag-{group}", daemon=True)
-
-    def start(self) -> LagSampler:
-        self._thread.start()
-        return self
-
-    def sample_once(self) -> dict[tuple[str, int], int]:
-        ends, positions = self._sample()
-        lags = lag_by_partition(ends, positions)
-        record_lag(self.group, lags)
-        return lags
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.sample_once()
-            except Exception as exc:  # sampling is best effort; the consumer goes on
-                log.debug("group %s: lag sample failed: %s", self.group, exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+    return lags

@@ -3,31 +3,48 @@
 ``setup_tracing`` installs a TracerProvider with the configured exporter (none by
 default, so nothing is exported and spans cost almost nothing). Code takes a
 tracer with ``tracer(name)`` and wraps store calls with ``traced``. The W3C
-``traceparent`` of the current span travels in event envelopes so one trace can
-follow a write from the API through the bus.
+``traceparent`` of the current span travels in HTTP headers (the HTTP clients
+inject it; shared.http_telemetry continues it) and in event envelopes and
+Kafka headers, so one trace follows a write from the API through the vault,
+the bus and its consumers.
+
+Messaging spans follow the OpenTelemetry semantic conventions for messaging:
+``send <topic>`` (PRODUCER) around a publish, whose context replaces the
+envelope's traceparent, so that ``process <topic>`` (CONSUMER) spans of the
+consumers are its children. Span names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import threading
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.errors import ConfigError
 from shared.settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from shared.schemas.events import EventEnvelope
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +72,13 @@ def setup_tracing(cfg: TelemetrySettings, service: str) -> InMemorySpanExporter 
         elif cfg.exporter == "memory":
             memory = InMemorySpanExporter()
             provider.add_span_processor(SimpleSpanProcessor(memory))
+        elif cfg.exporter == "file":
+            if cfg.spans_dir is None:
+                raise ConfigError("telemetry.exporter=file needs telemetry.spans_dir")
+            path = Path(cfg.spans_dir) / f"{service}-{os.getpid()}.jsonl"
+            # Simple (synchronous) processor: a span is on disk once it ended,
+            # so a reader in another process sees it without a flush.
+            provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
         elif cfg.exporter == "otlp":
             try:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -70,7 +94,65 @@ def setup_tracing(cfg: TelemetrySettings, service: str) -> InMemorySpanExporter 
         trace.set_tracer_provider(provider)
         _configured["provider"] = provider
         _configured["memory"] = memory
+        _configured["exporting"] = cfg.exporter != "none"
         return memory
+
+
+def tracing_enabled() -> bool:
+    """Whether spans go anywhere. Hot paths that would start one span per event
+    (a stream processor's batches) skip them when nothing would record them."""
+    return bool(_configured.get("exporting"))
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends one JSON object per finished span to a file (``exporter=file``).
+
+    Written for tests and debugging across processes, where the SDK's
+    in-memory exporter cannot be read from outside the process; the SDK has
+    no file exporter. Fields: trace_id, span_id, parent_span_id (hex or
+    null), name, kind, service, start_ns, end_ns, status, attributes, links.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = path.open("a", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(span_record(s), default=str) + "\n" for s in spans]
+        with self._lock:
+            if self._file.closed:
+                return SpanExportResult.FAILURE
+            self._file.writelines(lines)
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """A finished span as a plain dict (ids in hex, as in a traceparent)."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    return {
+        "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
+        "span_id": f"{ctx.span_id:016x}" if ctx else None,
+        "parent_span_id": f"{parent.span_id:016x}" if parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "links": [
+            {"trace_id": f"{lk.context.trace_id:032x}", "span_id": f"{lk.context.span_id:016x}"}
+            for lk in span.links
+        ],
+    }
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -136,3 +218,94 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
     if not traceparent:
         return otel_context.Context()
     return _propagator.extract({"traceparent": traceparent})
+
+
+# --- messaging spans (OpenTelemetry semantic conventions for messaging) -------------
+
+_MESSAGING = trace.get_tracer("memgrid.messaging")
+
+
+def _message_attributes(topic: str, event: EventEnvelope, system: str) -> dict[str, Any]:
+    return {
+        "messaging.system": system,
+        "messaging.destination.name": topic,
+        "messaging.message.id": event.id,
+        "messaging.kafka.message.key": event.key,
+        "cloudevents.event_type": event.type,
+        "cloudevents.event_id": event.id,
+    }
+
+
+@contextmanager
+def send_span(
+    topic: str, event: EventEnvelope, *, system: str = "kafka"
+) -> Iterator[EventEnvelope]:
+    """A PRODUCER span ``send <topic>`` around publishing ``event``.
+
+    The span continues the trace the event was created in (its traceparent:
+    an outbox relay publishes long after the request that wrote the event) and
+    yields the event with the span's own traceparent, which is what goes on
+    the wire, so consumers' spans are children of this one. Without a
+    recording span the event is yielded as it is."""
+    parent = context_from_traceparent(event.traceparent) if event.traceparent else None
+    with _MESSAGING.start_as_current_span(
+        f"send {topic}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            **_message_attributes(topic, event, system),
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+        },
+    ) as span:
+        traceparent = current_traceparent() if span.is_recording() else None
+        if traceparent and traceparent != event.traceparent:
+            event = event.model_copy(update={"traceparent": traceparent})
+        yield event
+
+
+@contextmanager
+def process_span(
+    topic: str,
+    event: EventEnvelope,
+    *,
+    group: str,
+    system: str = "kafka",
+    partition: int | None = None,
+    offset: int | None = None,
+    links: Sequence[str] = (),
+) -> Iterator[trace.Span]:
+    """A CONSUMER span ``process <topic>`` around handling ``event`` in ``group``,
+    a child of the producer's span (the event's traceparent). ``links``: more
+    traceparents the handling stands for (a batch); each becomes a span link."""
+    attributes: dict[str, Any] = {
+        **_message_attributes(topic, event, system),
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.consumer.group.name": group,
+    }
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
+    if offset is not None:
+        attributes["messaging.kafka.offset"] = offset
+    span_links = [
+        Link(ctx)
+        for tp in links
+        if (ctx := trace.get_current_span(context_from_traceparent(tp)).get_span_context()).is_valid
+    ]
+    with _MESSAGING.start_as_current_span(
+        f"process {topic}",
+        context=context_from_traceparent(event.traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=span_links,
+        record_exception=True,
+        set_status_on_exception=True,
+    ) as span:
+        yield span
+
+
+def mark_error(span: trace.Span, error: BaseException) -> None:
+    """Records ``error`` on ``span`` and marks it failed."""
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))

@@ -16,6 +16,7 @@ from services.interface import (
     routes_adapters,
     routes_admin,
     routes_chat,
+    routes_erasure,
     routes_memories,
     routes_namespaces,
     routes_search,
@@ -24,10 +25,10 @@ from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
 from services.interface.reader import MemReader
-from services.interface.tracing import TracingMiddleware
 from shared.clients.inference_http import NoInference
 from shared.clients.scheduler_inproc import NoScheduler
 from shared.http_problems import install_problem_handlers
+from shared.http_telemetry import HttpTelemetryMiddleware, add_metrics_route
 from shared.ports.bus import EventBus
 from shared.ports.inference import InferenceAPI
 from shared.ports.scheduler import SchedulerAPI
@@ -91,10 +92,12 @@ def create_app(
         routes_search,
         routes_chat,
         routes_adapters,
+        routes_erasure,
     ):
         app.include_router(module.router)
+    add_metrics_route(app)  # unauthenticated, like /healthz: route templates only, no tenant data
 
     # Added last = outermost: the span covers the size check as well.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
-    app.add_middleware(TracingMiddleware)
+    app.add_middleware(HttpTelemetryMiddleware, service="interface")
     return app

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from services.vault.service import Vault
 from shared.errors import NotFound, Unauthorized
 from shared.http_problems import install_problem_handlers
+from shared.http_telemetry import HttpTelemetryMiddleware, add_metrics_route
 from shared.schemas.activation import (
     ActivationCurrent,
     ActivationDemoteRequest,
@@ -46,6 +47,7 @@ from shared.schemas.api import (
     TenantCreate,
     TenantCreated,
 )
+from shared.schemas.erasure import ErasureReport, ErasureRequest
 from shared.schemas.lifecycle_api import (
     MAX_NEAR,
     ExpireDueRequest,
@@ -156,6 +158,14 @@ def _router(token: str | None) -> APIRouter:
     ) -> SearchResponse:
         return vault.search(caller, body, publish_access=access == "publish")
 
+    @r.post("/erasures", status_code=201)
+    def erase(body: ErasureRequest, caller: CallerDep, vault: VaultDep) -> ErasureReport:
+        return vault.erase(caller, body)
+
+    @r.get("/erasures/{erasure_id}")
+    def get_erasure(erasure_id: str, caller: CallerDep, vault: VaultDep) -> ErasureReport:
+        return vault.get_erasure(caller, erasure_id)
+
     @r.post("/access", status_code=204)
     def record_access(body: AccessReport, caller: CallerDep, vault: VaultDep) -> Response:
         vault.record_access(caller, body)
@@ -253,4 +263,7 @@ def create_app(settings: Settings, vault: Vault) -> FastAPI:
         vault.ready()
         return {"status": "ready"}
 
+    add_metrics_route(app)
+    # Continues the caller's traceparent: the vault's spans join the interface's trace.
+    app.add_middleware(HttpTelemetryMiddleware, service="vault")
     return app

@@ -41,9 +41,11 @@ from kafka.structs import TopicPartition
 
 from shared.adapters.kafka_consumer import KafkaSubscription
 from shared.errors import ConfigError, Unavailable
+from shared.metrics import EVENTS_PUBLISHED
 from shared.ports.bus import Handler
 from shared.schemas.events import EventEnvelope
 from shared.settings import BusSettings
+from shared.telemetry import send_span
 from shared.topics import TopicSpec, ensure_topics, make_dead_letter, spec_for, topic_specs
 
 log = logging.getLogger(__name__)
@@ -198,21 +200,24 @@ class KafkaEventBus:
         if self._closed:
             raise Unavailable("event bus is closed", code="bus_unavailable")
         self._ensure_topics([topic])
-        value = event.model_dump_json().encode()
         record_key = (key if key is not None else event.key).encode()
         try:
             producer = self._current_producer()
         except KafkaError as exc:
             raise Unavailable(f"kafka is unreachable: {exc}", "bus_unavailable") from exc
-        try:
-            future = producer.send(topic, value=value, key=record_key, headers=_headers(event))
-            future.get(timeout=self.settings.publish_timeout_s)
-        except (KafkaError, AssertionError) as exc:
-            # AssertionError: kafka-python asserts the producer is not closed.
-            self._discard_producer(producer)
-            raise Unavailable(
-                f"kafka did not acknowledge {topic} event {event.id}: {exc}", "bus_unavailable"
-            ) from exc
+        # What goes on the wire (body and header) is the send span's traceparent.
+        with send_span(topic, event) as sent:
+            value = sent.model_dump_json().encode()
+            try:
+                future = producer.send(topic, value=value, key=record_key, headers=_headers(sent))
+                future.get(timeout=self.settings.publish_timeout_s)
+            except (KafkaError, AssertionError) as exc:
+                # AssertionError: kafka-python asserts the producer is not closed.
+                self._discard_producer(producer)
+                raise Unavailable(
+                    f"kafka did not acknowledge {topic} event {event.id}: {exc}", "bus_unavailable"
+                ) from exc
+        EVENTS_PUBLISHED.labels(topic).inc()
         with self._cond:
             self._published += 1
             self._cond.notify_all()

@@ -26,14 +26,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span
+
 from shared.errors import Unavailable
+from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, EVENTS_PUBLISHED, HANDLER_FAILURES
 from shared.ports.bus import Handler
 from shared.schemas.events import TYPE_PREFIX, EventEnvelope
 from shared.settings import BusSettings
+from shared.telemetry import mark_error, process_span, send_span
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_TYPE = TYPE_PREFIX + "deadletter"
+# messaging.system of this bus's spans (not one of the semantic conventions' brokers).
+MESSAGING_SYSTEM = "memgrid_memory"
 
 
 @dataclass(frozen=True)
@@ -73,15 +79,18 @@ class MemoryEventBus:
     # --- producing -----------------------------------------------------------------
 
     def publish(self, topic: str, event: EventEnvelope, key: str | None = None) -> None:
-        payload = event.model_dump_json()
-        with self._cond:
-            if self._closed:
-                raise Unavailable("event bus is closed", code="bus_unavailable")
-            self._seq += 1
-            self._logs.setdefault(topic, []).append(
-                _Record(self._seq, key if key is not None else event.key, payload)
-            )
-            self._cond.notify_all()
+        # The stored event carries the send span's traceparent (see send_span).
+        with send_span(topic, event, system=MESSAGING_SYSTEM) as sent:
+            payload = sent.model_dump_json()
+            with self._cond:
+                if self._closed:
+                    raise Unavailable("event bus is closed", code="bus_unavailable")
+                self._seq += 1
+                self._logs.setdefault(topic, []).append(
+                    _Record(self._seq, key if key is not None else event.key, payload)
+                )
+                self._cond.notify_all()
+        EVENTS_PUBLISHED.labels(topic).inc()
 
     # --- consuming -----------------------------------------------------------------
 
@@ -246,6 +255,18 @@ class MemorySubscription:
 
     def _deliver(self, topic: str, record: _Record) -> bool:
         """Runs the handler with retries; False only when stopped before it was done."""
+        with process_span(
+            topic,
+            EventEnvelope.model_validate_json(record.payload),
+            group=self.group,
+            system=MESSAGING_SYSTEM,
+        ) as span:
+            done = self._attempts(topic, record, span)
+        if done:
+            EVENTS_CONSUMED.labels(self.group, topic).inc()
+        return done
+
+    def _attempts(self, topic: str, record: _Record, span: Span) -> bool:
         bus = self._bus
         error: BaseException | None = None
         for attempt in range(1, bus.max_delivery_attempts + 1):
@@ -256,6 +277,8 @@ class MemorySubscription:
                 return True
             except Exception as exc:  # a handler's failure must not kill the dispatcher
                 error = exc
+                span.record_exception(exc)
+                HANDLER_FAILURES.labels(self.group, topic).inc()
                 log.warning(
                     "group %s: handler failed on %s (attempt %d/%d): %r",
                     self.group,
@@ -267,10 +290,12 @@ class MemorySubscription:
                 if attempt < bus.max_delivery_attempts:
                     time.sleep(min(bus.retry_backoff_s * 2 ** (attempt - 1), 1.0))
         assert error is not None
+        mark_error(span, error)
         try:
             bus._dead_letter(self, topic, record, error)
         except Unavailable:
             return False  # bus closing: leave the event unacknowledged
+        DEAD_LETTERED.labels(self.group, topic).inc()
         return True
 
     def close(self) -> None:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from shared.errors import Unavailable
+from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_FAILURES, record_lag
 from shared.ports.bus import Handler
 from shared.schemas.events import EventEnvelope
+from shared.telemetry import mark_error, process_span
 
 if TYPE_CHECKING:
     from shared.adapters.bus_kafka import KafkaEventBus
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.adapters.bus_kafka")
 
 POLL_TIMEOUT_MS = 100
+# The lag gauge is refreshed after a poll at most this often. It costs no broker
+# request (highwater and position come with the fetches), only label lookups.
+LAG_REFRESH_S = 1.0
 
 
 def _kick_stalled_join(consumer: KafkaConsumer) -> None:
@@ -79,6 +86,10 @@ class KafkaSubscription:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: BaseException | None = None
+        self._lag_due = 0.0
+        # Next offset to handle per partition, from the batches handled here
+        # (KafkaConsumer.position may block on the coordinator; this cannot).
+        self._positions: dict[tuple[str, int], int] = {}
         self._consumer = bus._consumer(group, f"{bus.settings.client_id}-{group}")
         try:
             self._consumer.subscribe(list(topics), listener=_Listener(self))
@@ -125,8 +136,12 @@ class KafkaSubscription:
                         break
                 if handled:
                     self._commit(handled)
+                    self._positions.update(
+                        {(tp.topic, tp.partition): o for tp, o in handled.items()}
+                    )
                 if stopped:
                     return
+                self._refresh_lag()
         except BaseException as exc:  # keep the reason: the thread must not die silently
             self.error = exc
             log.exception("group %s: consumer thread failed", self.group)
@@ -147,14 +162,46 @@ class KafkaSubscription:
             # from the last commit and redelivers these records (at least once).
             log.warning("group %s: commit failed, records will be redelivered: %s", self.group, exc)
 
+    def _refresh_lag(self) -> None:
+        """Sets the group's lag gauge: highwater (from the last fetch) minus the
+        next offset to handle, for the assigned partitions this member handled."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_REFRESH_S
+        ends: dict[tuple[str, int], int] = {}
+        try:
+            for tp in self._consumer.assignment() or ():
+                end = self._consumer.highwater(tp)
+                if end is not None:
+                    ends[(tp.topic, tp.partition)] = end
+        except KafkaError as exc:  # metrics are best effort; consuming goes on
+            log.debug("group %s: no lag sample: %s", self.group, exc)
+            return
+        record_lag(self.group, ends, self._positions)
+
     def _process(self, record: Any) -> bool:
         """Hands ``record`` to the handler with retries, or dead-letters it.
         False only when stopped before it was done (its offset is not committed)."""
-        bus = self._bus
         try:
-            EventEnvelope.model_validate_json(record.value)
+            event = EventEnvelope.model_validate_json(record.value)
         except (ValidationError, ValueError, TypeError) as exc:  # TypeError: a null value
-            return self._give_up(record, exc, 0, None)
+            done = self._give_up(record, exc, 0, None)
+        else:
+            with process_span(
+                record.topic,
+                event,
+                group=self.group,
+                partition=record.partition,
+                offset=record.offset,
+            ) as span:
+                done = self._attempts(record, span)
+        if done:
+            EVENTS_CONSUMED.labels(self.group, record.topic).inc()
+        return done
+
+    def _attempts(self, record: Any, span: Span) -> bool:
+        bus = self._bus
         error: BaseException | None = None
         for attempt in range(1, bus.max_delivery_attempts + 1):
             if self._stop.is_set():
@@ -166,6 +213,8 @@ class KafkaSubscription:
                 return True
             except Exception as exc:  # a handler's failure must not kill the consumer
                 error = exc
+                span.record_exception(exc)
+                HANDLER_FAILURES.labels(self.group, record.topic).inc()
                 log.warning(
                     "group %s: handler failed on %s[%d]@%d (attempt %d/%d): %r",
                     self.group,
@@ -179,6 +228,7 @@ class KafkaSubscription:
                 if attempt < bus.max_delivery_attempts:
                     self._stop.wait(min(bus.settings.retry_backoff_s * 2 ** (attempt - 1), 30.0))
         assert error is not None
+        mark_error(span, error)
         return self._give_up(
             record,
             error,
@@ -205,6 +255,7 @@ class KafkaSubscription:
         while not self._stop.is_set():
             try:
                 bus._dead_letter(self, record, error, attempts, event)
+                DEAD_LETTERED.labels(self.group, record.topic).inc()
                 return True
             except Unavailable as exc:
                 # The record stays uncommitted until its dead letter is stored.

@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from services.interface.app import create_app
 from services.interface.extractors import OpenAIExtractor
-from services.interface.tracing import TracingMiddleware
 from shared.errors import PROBLEM_MEDIA_TYPE
+from shared.http_telemetry import HttpTelemetryMiddleware
 from shared.settings import ExtractorSettings, Settings
 from tests.fake_vault import FakeVault
 
@@ -334,7 +334,7 @@ def test_tracing_middleware_names_spans_by_route() -> None:
         return PlainTextResponse("hi")
 
     inner = Starlette(routes=[Route("/items/{item_id}", hello)])
-    app = TracingMiddleware(inner, provider.get_tracer("t"))
+    app = HttpTelemetryMiddleware(inner, provider.get_tracer("t"))
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     r = TestClient(app).get("/items/42", headers={"traceparent": tp})
     assert r.status_code == 200
