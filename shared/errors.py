@@ -66,8 +66,8 @@ class Unauthorized(MemgridError):
 
 
 class Forbidden(MemgridError):
-    def __init__(self, detail: str = "not allowed") -> None:
-        super().__init__(detail, [], 403, "forbidden", "Forbidden")
+    def __init__(self, detail: str = "not allowed", code: str = "forbidden") -> None:
+        super().__init__(detail, [], 403, code, "Forbidden")
 
 
 class NotFound(MemgridError):
