@@ -41,12 +41,14 @@ from shared.schemas.api import (
     MemoryPatch,
     NamespaceCreate,
     NamespaceList,
+    NamespacePolicy,
     NamespaceRecord,
     SearchRequest,
     SearchResponse,
     TenantCreate,
     TenantCreated,
 )
+from shared.schemas.compliance import ExportRecord, NamespaceExport
 from shared.schemas.erasure import ErasureReport, ErasureRequest
 from shared.schemas.lifecycle_api import (
     MAX_NEAR,
@@ -119,6 +121,21 @@ def _router(token: str | None) -> APIRouter:
     @r.get("/namespaces/{namespace_id}")
     def get_namespace(namespace_id: str, caller: CallerDep, vault: VaultDep) -> NamespaceRecord:
         return vault.get_namespace(caller, namespace_id)
+
+    # Compliance (docs/compliance.md): the whole new policy; the interface merges patches.
+    @r.put("/namespaces/{namespace_id}/policy")
+    def update_namespace_policy(
+        namespace_id: str, body: NamespacePolicy, caller: CallerDep, vault: VaultDep
+    ) -> NamespaceRecord:
+        return vault.update_namespace_policy(caller, namespace_id, body)
+
+    @r.post("/namespaces/{namespace_id}/exports", status_code=201)
+    def export_namespace(namespace_id: str, caller: CallerDep, vault: VaultDep) -> NamespaceExport:
+        return vault.export_namespace(caller, namespace_id)
+
+    @r.get("/exports/{export_id}")
+    def get_export(export_id: str, caller: CallerDep, vault: VaultDep) -> ExportRecord:
+        return vault.get_export(caller, export_id)
 
     @r.post("/namespaces/{namespace_id}/cubes", status_code=201)
     def create_memories(

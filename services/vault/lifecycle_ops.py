@@ -16,7 +16,9 @@ is already expired is no longer "due", so a second run finds nothing to do.
 Held cubes (``governance.legal_hold``, or ``retention_until`` still in the
 future) do not expire: they keep their state and are expired by the first run
 after the hold is lifted or the retention date passes. Search already hides
-any cube past ``expires_at`` at query time, held or not.
+any cube past ``expires_at`` at query time, held or not. A namespace on legal
+hold holds every cube in it; a namespace's ``retention_days`` makes cubes older
+than that due too (reason "retention"), even ones stored before it was set.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -70,6 +73,19 @@ def _not_found(cube_id: str) -> NotFound:
     return NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
 
 
+class ExpiryRules(Protocol):
+    """Namespace-level rules of expiry (services/vault/compliance.py)."""
+
+    def held_check(self) -> Callable[[MemCube], bool]:
+        """Whether a cube's namespace is on legal hold (one check per expiry run)."""
+        ...
+
+    def retention_due(self, now: datetime, limit: int) -> list[MemCube]:
+        """Up to ``limit`` cubes older than their namespace's retention (held
+        namespaces left out)."""
+        ...
+
+
 def _held(cube: MemCube, now: datetime) -> bool:
     gov = cube.governance
     return gov.legal_hold or (gov.retention_until is not None and gov.retention_until > now)
@@ -88,8 +104,10 @@ class LifecycleOps:
         clock: Callable[[], datetime],
         committed: Callable[[], None],
         source: str,
+        rules: ExpiryRules | None = None,
     ) -> None:
         self._store = store
+        self._rules = rules  # namespace legal hold and retention (docs/compliance.md)
         self._embedder = embedder
         self._clock = clock
         self._committed = committed  # wakes the outbox relay
@@ -103,7 +121,13 @@ class LifecycleOps:
             raise _invalid("body.now", "must be a timezone-aware time")
         if not 1 <= limit <= MAX_EXPIRE_BATCH:
             raise _invalid("body.limit", f"must be between 1 and {MAX_EXPIRE_BATCH}")
-        batches = [self._expiry(c, now) for c in self._due(now, limit)]
+        due = self._due(now, limit)
+        batches = [self._expiry(c, now) for c in due]
+        if self._rules is not None and len(due) < limit:
+            seen = {c.id for c in due}
+            for cube in self._rules.retention_due(now, limit - len(due)):
+                if cube.id not in seen and not _held(cube, now):
+                    batches.append(self._expiry(cube, now, "retention"))
         if not batches:
             return []
         try:
@@ -126,18 +150,22 @@ class LifecycleOps:
         """Up to ``limit`` due cubes that are not held. Held cubes stay due for ever,
         so the page grows past them rather than returning the same held ones each run."""
         fetch = limit
+        ns_held = self._rules.held_check() if self._rules is not None else None
         while True:
             due = self._store.due_for_expiry(now, fetch)
-            free = [c for c in due if not _held(c, now)]
+            free = [c for c in due if not _held(c, now) and not (ns_held and ns_held(c))]
             if len(free) >= limit or len(due) < fetch:
                 return free[:limit]
             fetch *= 2
 
-    def _expiry(self, cube: MemCube, now: datetime) -> WriteBatch:
-        life = lifecycle.transition(cube.lifecycle, LifecycleState.expired, "ttl", now)
+    def _expiry(self, cube: MemCube, now: datetime, reason: str = "ttl") -> WriteBatch:
+        life = lifecycle.transition(cube.lifecycle, LifecycleState.expired, reason, now)
         new = _next(cube, life, now)
         data = MemoryExpired(
-            cube_id=cube.id, version=new.version, reason="ttl", previous_state=cube.lifecycle.state
+            cube_id=cube.id,
+            version=new.version,
+            reason=reason,
+            previous_state=cube.lifecycle.state,
         )
         return self._batch(cube, new, None, data, now)
 

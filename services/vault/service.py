@@ -17,6 +17,8 @@ import numpy as np
 
 from services.vault.activations import ActivationRecords
 from services.vault.adapters import AdapterRecords
+from services.vault.compliance import IngestCompliance, NamespaceGovernance, check_not_held, tagged
+from services.vault.erasure import Erasures
 from services.vault.lifecycle_ops import LifecycleOps
 from services.vault.outbox import OutboxRelay
 from services.vault.retrieval import Retriever
@@ -34,6 +36,7 @@ from shared.schemas.api import (
     LineageResponse,
     MemoryPatch,
     NamespaceCreate,
+    NamespacePolicy,
     NamespaceRecord,
     SearchHit,
     SearchRequest,
@@ -41,6 +44,8 @@ from shared.schemas.api import (
     TenantCreated,
     TenantRecord,
 )
+from shared.schemas.compliance import ExportRecord, NamespaceExport
+from shared.schemas.erasure import ErasureReport, ErasureRequest
 from shared.schemas.events import (
     EventData,
     EventEnvelope,
@@ -89,9 +94,16 @@ class Vault:
         self._clock = clock
         self._retriever = Retriever(store, embedder, settings.search)
         self.relay = OutboxRelay(store, bus)
-        self._lifecycle = LifecycleOps(store, embedder, clock, self.relay.kick, SOURCE)
+        self._compliance = IngestCompliance(settings.compliance)
+        self._governance = NamespaceGovernance(store, clock)
+        self._lifecycle = LifecycleOps(
+            store, embedder, clock, self.relay.kick, SOURCE, rules=self._governance
+        )
         self._activations = ActivationRecords(store, clock)
         self._adapters = AdapterRecords(store, clock)
+        self._erasures = Erasures(
+            store, self._adapters, self._activations.demote, clock, self.relay.kick, SOURCE
+        )
 
     # --- lifecycle of the service object -------------------------------------
 
@@ -133,6 +145,7 @@ class Vault:
             name=req.name,
             description=req.description,
             created_at=self._clock(),
+            policy=self._compliance.default_policy,
         )
         self._store.create_namespace(ns)
         return ns
@@ -146,6 +159,20 @@ class Vault:
             raise NotFound(f"namespace {namespace_id!r} not found", code="namespace_not_found")
         return ns
 
+    # Compliance (services/vault/compliance.py, docs/compliance.md).
+    def update_namespace_policy(
+        self, caller: Caller, namespace_id: str, policy: NamespacePolicy
+    ) -> NamespaceRecord:
+        return self._governance.update_policy(
+            caller, self.get_namespace(caller, namespace_id), policy
+        )
+
+    def export_namespace(self, caller: Caller, namespace_id: str) -> NamespaceExport:
+        return self._governance.export(caller, self.get_namespace(caller, namespace_id))
+
+    def get_export(self, caller: Caller, export_id: str) -> ExportRecord:
+        return self._governance.get_export(caller, export_id)
+
     # --- writes ----------------------------------------------------------------
 
     @traced("vault.create_memories")
@@ -155,6 +182,9 @@ class Vault:
         ns = self.get_namespace(caller, namespace_id)
         if not drafts:
             raise ValidationFailed("nothing to store")
+        # PII policy, retention cap and legal hold, before anything is embedded.
+        screened = self._compliance.screen_drafts(ns, drafts)
+        drafts = [draft for draft, _ in screened]
         now = self._clock()
         vectors: list[np.ndarray] = []
         for start in range(0, len(drafts), EMBED_CHUNK):
@@ -164,8 +194,8 @@ class Vault:
                 log.info("ingest %s: embedded %d/%d", ns.id, start + len(chunk), len(drafts))
         batch = WriteBatch()
         cubes = []
-        for draft, vector in zip(drafts, vectors, strict=True):
-            cube = self._new_cube(caller, ns.id, draft, now)
+        for (draft, sensitivity), vector in zip(screened, vectors, strict=True):
+            cube = tagged(self._new_cube(caller, ns.id, draft, now), sensitivity)
             cubes.append(cube)
             batch.cubes.append(CubeWrite(cube=cube, embedding=vector))
             batch.events.append(
@@ -186,6 +216,7 @@ class Vault:
                         # For the scheduler's KV cache budget and decay rule.
                         token_estimate=estimate_tokens(draft.text),
                         decay_half_life_seconds=cube.governance.lifespan.decay_half_life_seconds,
+                        sensitivity_tags=sensitivity,
                     ),
                 )
             )
@@ -211,7 +242,7 @@ class Vault:
             tags=draft.tags,
             sources=draft.sources,
             metadata=draft.metadata,
-            governance=Governance(lifespan=lifespan),
+            governance=Governance(lifespan=lifespan, created_by=caller.principal),
             lifecycle=Lifecycle(state=LifecycleState.generated, reason="created", changed_at=now),
             payload=PlaintextPayload(text=draft.text, embedding_model=self._embedder.model_id),
         )
@@ -223,16 +254,30 @@ class Vault:
             raise ValidationFailed("nothing to change: give text, metadata or tags")
         now = self._clock()
         changed = [f for f in ("text", "metadata", "tags") if getattr(patch, f) is not None]
-        text = patch.text if patch.text is not None else (old.text or "")
-        new = old.model_copy(
-            update={
-                "version": old.version + 1,
-                "updated_at": now,
-                "metadata": patch.metadata if patch.metadata is not None else old.metadata,
-                "tags": patch.tags if patch.tags is not None else old.tags,
-                "payload": PlaintextPayload(text=text, embedding_model=self._embedder.model_id),
-                "lifecycle": Lifecycle(state=old.lifecycle.state, reason="updated", changed_at=now),
-            }
+        ns = self._store.get_namespace(caller.tenant, old.namespace)
+        if ns is None:
+            raise NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
+        screened = self._compliance.screen_patch(
+            ns,
+            patch.text if patch.text is not None else (old.text or ""),
+            patch.metadata if patch.metadata is not None else old.metadata,
+            changed,
+        )
+        text = screened.text
+        new = tagged(
+            old.model_copy(
+                update={
+                    "version": old.version + 1,
+                    "updated_at": now,
+                    "metadata": screened.metadata,
+                    "tags": patch.tags if patch.tags is not None else old.tags,
+                    "payload": PlaintextPayload(text=text, embedding_model=self._embedder.model_id),
+                    "lifecycle": Lifecycle(
+                        state=old.lifecycle.state, reason="updated", changed_at=now
+                    ),
+                }
+            ),
+            screened.tags,
         )
         vector = self._embedder.encode([text])[0]
         event = MemoryUpdated(
@@ -241,6 +286,7 @@ class Vault:
             previous_version=old.version,
             changed=changed,
             principal=caller.principal,
+            sensitivity_tags=screened.tags,
         )
         self._supersede(caller, old, new, vector, event, "updated")
         return new
@@ -248,6 +294,9 @@ class Vault:
     @traced("vault.delete_memory")
     def delete_memory(self, caller: Caller, cube_id: str) -> None:
         old = self._live(caller, cube_id)
+        ns = self._store.get_namespace(caller.tenant, old.namespace)
+        if ns is not None:
+            check_not_held(ns, "deleting a memory")
         now = self._clock()
         tomb = old.model_copy(
             update={
@@ -355,6 +404,13 @@ class Vault:
         stale_sources: Sequence[str] = (),
     ) -> AdapterRecord:
         return self._adapters.set_state(tenant, adapter_id, state, reason, stale_sources)
+
+    # Right to erasure (services/vault/erasure.py).
+    def erase(self, caller: Caller, req: ErasureRequest) -> ErasureReport:
+        return self._erasures.erase(caller, req)
+
+    def get_erasure(self, caller: Caller, erasure_id: str) -> ErasureReport:
+        return self._erasures.get(caller, erasure_id)
 
     def _live(self, caller: Caller, cube_id: str) -> MemCube:
         cube = self._store.get_cube(caller.tenant, cube_id)

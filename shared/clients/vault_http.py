@@ -42,12 +42,15 @@ from shared.schemas.api import (
     MemoryPatch,
     NamespaceCreate,
     NamespaceList,
+    NamespacePolicy,
     NamespaceRecord,
     SearchRequest,
     SearchResponse,
     TenantCreate,
     TenantCreated,
 )
+from shared.schemas.compliance import ExportRecord, NamespaceExport
+from shared.schemas.erasure import ErasureReport, ErasureRequest
 from shared.schemas.lifecycle_api import (
     ExpireDueRequest,
     ExpireDueResponse,
@@ -114,6 +117,19 @@ class HttpVault:
             self._call("GET", f"/namespaces/{_seg(namespace_id)}", caller)
         )
 
+    def update_namespace_policy(
+        self, caller: Caller, namespace_id: str, policy: NamespacePolicy
+    ) -> NamespaceRecord:
+        path = f"/namespaces/{_seg(namespace_id)}/policy"
+        return NamespaceRecord.model_validate(self._call("PUT", path, caller, policy))
+
+    def export_namespace(self, caller: Caller, namespace_id: str) -> NamespaceExport:
+        path = f"/namespaces/{_seg(namespace_id)}/exports"
+        return NamespaceExport.model_validate(self._call("POST", path, caller))
+
+    def get_export(self, caller: Caller, export_id: str) -> ExportRecord:
+        return ExportRecord.model_validate(self._call("GET", f"/exports/{_seg(export_id)}", caller))
+
     def create_memories(
         self, caller: Caller, namespace_id: str, drafts: list[CubeDraft]
     ) -> list[MemCube]:
@@ -149,6 +165,13 @@ class HttpVault:
 
     def record_access(self, caller: Caller, report: AccessReport) -> None:
         self._call("POST", "/access", caller, report)
+
+    def erase(self, caller: Caller, req: ErasureRequest) -> ErasureReport:
+        return ErasureReport.model_validate(self._call("POST", "/erasures", caller, req))
+
+    def get_erasure(self, caller: Caller, erasure_id: str) -> ErasureReport:
+        data = self._call("GET", f"/erasures/{_seg(erasure_id)}", caller)
+        return ErasureReport.model_validate(data)
 
     # System operations: no caller; the tenant is part of the path. Bodies are
     # built unvalidated so that bad input gets the vault's 422 problem, exactly

@@ -25,6 +25,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
+from shared.schemas.compliance import ExportRecord
+from shared.schemas.erasure import ErasureReport, ErasureSubject
 from shared.schemas.events import EventEnvelope
 from shared.schemas.memcube import Edge, MemCube
 
@@ -72,6 +74,30 @@ class GraphStore(Protocol):
     def get_namespace(self, tenant: str, namespace_id: str) -> NamespaceRecord | None: ...
     def list_namespaces(self, tenant: str) -> list[NamespaceRecord]: ...
 
+    # namespace policies, retention, exports (docs/compliance.md)
+    def update_namespace(self, ns: NamespaceRecord) -> bool:
+        """Replaces the stored record of ``ns`` (same tenant and id; the name never
+        changes); False when the tenant has no such namespace."""
+        ...
+
+    def namespaces_with_retention(self) -> list[NamespaceRecord]:
+        """Every namespace, of every tenant, whose policy sets ``retention_days``."""
+        ...
+
+    def namespace_cubes(
+        self,
+        tenant: str,
+        namespace: str,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[MemCube]:
+        """Current, searchable plaintext cubes of the namespace (created at or before
+        ``created_before`` when given), oldest first."""
+        ...
+
+    def insert_export(self, record: ExportRecord) -> None: ...
+    def get_export(self, tenant: str, export_id: str) -> ExportRecord | None: ...
+
     # cubes
     def write(self, batch: WriteBatch) -> None: ...
     def get_cube(self, tenant: str, cube_id: str, version: int | None = None) -> MemCube | None:
@@ -118,6 +144,30 @@ class GraphStore(Protocol):
     def due_for_expiry(self, now: datetime, limit: int = 1000) -> list[MemCube]:
         """Current, searchable cubes whose lifespan ended at or before ``now``."""
         ...
+
+    # right to erasure (docs/compliance.md#right-to-erasure)
+    def erasure_candidates(
+        self, tenant: str, namespaces: Sequence[str], subject: ErasureSubject
+    ) -> list[str]:
+        """Ids of the tenant's plaintext cubes in ``namespaces`` with ANY version
+        about ``subject`` (ErasureSubject.matches), oldest first."""
+        ...
+
+    def erase(
+        self,
+        tenant: str,
+        cube_ids: Sequence[str],
+        batch: WriteBatch,
+        now: datetime,
+        report: ErasureReport,
+    ) -> int:
+        """One transaction: ``batch`` (tombstones, events), then every stored version
+        of ``cube_ids`` made content-free (shared.schemas.erasure.content_free) and
+        out of every index, the published outbox events about them dropped, the
+        report stored. Returns how many versions still had content."""
+        ...
+
+    def get_erasure(self, tenant: str, erasure_id: str) -> ErasureReport | None: ...
 
     # transactional outbox
     def outbox_pending(self, limit: int = 500) -> list[OutboxItem]: ...

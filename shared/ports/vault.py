@@ -20,11 +20,14 @@ from shared.schemas.api import (
     LineageResponse,
     MemoryPatch,
     NamespaceCreate,
+    NamespacePolicy,
     NamespaceRecord,
     SearchRequest,
     SearchResponse,
     TenantCreated,
 )
+from shared.schemas.compliance import ExportRecord, NamespaceExport
+from shared.schemas.erasure import ErasureReport, ErasureRequest
 from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube, ParametricPayload
 
 
@@ -35,6 +38,25 @@ class VaultAPI(Protocol):
     def create_namespace(self, caller: Caller, req: NamespaceCreate) -> NamespaceRecord: ...
     def list_namespaces(self, caller: Caller) -> list[NamespaceRecord]: ...
     def get_namespace(self, caller: Caller, namespace_id: str) -> NamespaceRecord: ...
+
+    # Compliance (docs/compliance.md).
+    def update_namespace_policy(
+        self, caller: Caller, namespace_id: str, policy: NamespacePolicy
+    ) -> NamespaceRecord:
+        """Replaces the namespace's policy; 403 ``permission_denied`` unless the
+        caller is a tenant admin. It applies from then on: new writes, and the
+        next expiry run (legal hold, retention of existing memories)."""
+        ...
+
+    def export_namespace(self, caller: Caller, namespace_id: str) -> NamespaceExport:
+        """The namespace's current memories, texts watermarked with a new export id,
+        which is recorded (principal, time, count) before the export is returned."""
+        ...
+
+    def get_export(self, caller: Caller, export_id: str) -> ExportRecord:
+        """An export's record; NotFound ``export_not_found`` for unknown or foreign ids."""
+        ...
+
     def create_memories(
         self, caller: Caller, namespace_id: str, drafts: list[CubeDraft]
     ) -> list[MemCube]: ...
@@ -142,6 +164,19 @@ class VaultAPI(Protocol):
     ) -> AdapterRecord:
         """Records a state change (serving → stale → withdrawn, ...); ``stale_sources``
         are added to the record's. A no-op returning the record when nothing changes."""
+        ...
+
+    # Right to erasure; see services/vault/erasure.py and docs/compliance.md.
+    def erase(self, caller: Caller, req: ErasureRequest) -> ErasureReport:
+        """Purges every version of the subject's plaintext memories, evicts the KV
+        caches and withdraws (stale → retrained) the adapters built from them; the
+        report is stored. 403 ``permission_denied`` unless the caller is a tenant
+        admin; 409 ``legal_hold`` (nothing erased) when one of their namespaces is
+        held. Repeating it erases nothing more."""
+        ...
+
+    def get_erasure(self, caller: Caller, erasure_id: str) -> ErasureReport:
+        """A stored report; NotFound ``erasure_not_found`` when unknown to the tenant."""
         ...
 
     def ready(self) -> None:

@@ -45,6 +45,10 @@ class MemoryCreated(EventData):
     token_estimate: int | None = Field(
         default=None, ge=0, description="approximate tokens of the text (KV cache budgets)"
     )
+    sensitivity_tags: list[str] = Field(
+        default_factory=list,
+        description="PII / secret kinds found at ingest, e.g. pii:email (docs/compliance.md)",
+    )
 
 
 class MemoryUpdated(EventData):
@@ -54,6 +58,10 @@ class MemoryUpdated(EventData):
     previous_version: int
     changed: list[str]
     principal: str | None = None
+    sensitivity_tags: list[str] = Field(
+        default_factory=list,
+        description="PII / secret kinds found at ingest, e.g. pii:email (docs/compliance.md)",
+    )
 
 
 class MemoryDeleted(EventData):
@@ -108,6 +116,22 @@ class MemoryExpired(EventData):
     previous_state: LifecycleState | None = None
 
 
+class ErasureCompleted(EventData):
+    """An erasure ran (docs/compliance.md#right-to-erasure). Counts and the subject's
+    sha256 digest only: the audit log keeps that it happened, never the content."""
+
+    topic: ClassVar[str] = "erasure.completed"
+    erasure_id: str
+    subject_kind: str
+    subject_digest: str
+    namespaces: list[str] = Field(default_factory=list)
+    cubes_erased: int = Field(ge=0)
+    versions_purged: int = Field(ge=0)
+    kv_caches_evicted: int = Field(ge=0)
+    adapters_stale: int = Field(ge=0)
+    principal: str | None = None
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.topic: cls
     for cls in (
@@ -118,6 +142,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         MemoryPromoted,
         MemoryDemoted,
         MemoryExpired,
+        ErasureCompleted,
     )
 }
 

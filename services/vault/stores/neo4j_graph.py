@@ -44,6 +44,8 @@ from neo4j.exceptions import (
     TransientError,
 )
 
+from services.vault.stores import neo4j_compliance as compliance
+from services.vault.stores import neo4j_erasure as erasure
 from services.vault.stores import neo4j_schema as schema
 from services.vault.stores.neo4j_queries import Unmatchable, filter_cypher, lucene_query
 from services.vault.stores.neo4j_search import text_search_tx, vector_search_tx
@@ -52,6 +54,8 @@ from services.vault.stores.neo4j_write import plan_batch, searchable_counts, wri
 from shared.errors import ConfigError, Conflict, Unavailable
 from shared.ports.graph import OutboxItem, Scored, WriteBatch
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
+from shared.schemas.compliance import ExportRecord
+from shared.schemas.erasure import ErasureReport, ErasureSubject
 from shared.schemas.events import EventEnvelope
 from shared.schemas.memcube import Edge, EdgeKind, MemCube
 from shared.settings import GraphSettings
@@ -302,6 +306,36 @@ class Neo4jGraphStore:
         )
         return [NamespaceRecord.model_validate_json(r["j"]) for r in rows]
 
+    # --- namespace policies, retention, exports (neo4j_compliance) ---------------
+
+    def update_namespace(self, ns: NamespaceRecord) -> bool:
+        return self._write(compliance.update_namespace, ns=ns)
+
+    def namespaces_with_retention(self) -> list[NamespaceRecord]:
+        return self._read(compliance.namespaces_with_retention)
+
+    def namespace_cubes(
+        self,
+        tenant: str,
+        namespace: str,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[MemCube]:
+        before = None if created_before is None else created_before.timestamp()
+        return self._read(
+            compliance.namespace_cubes,
+            tenant=tenant,
+            namespace=namespace,
+            created_before=before,
+            limit=limit,
+        )
+
+    def insert_export(self, record: ExportRecord) -> None:
+        self._write(compliance.insert_export, record=record)
+
+    def get_export(self, tenant: str, export_id: str) -> ExportRecord | None:
+        return self._read(compliance.get_export, tenant=tenant, export_id=export_id)
+
     # --- writes --------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
@@ -310,6 +344,30 @@ class Neo4jGraphStore:
         if not plan.empty:
             self._write(write_batch, plan=plan)
             self._shards.note_written(searchable_counts(plan))
+
+    # --- right to erasure (neo4j_erasure) ------------------------------------------
+
+    def erasure_candidates(
+        self, tenant: str, namespaces: Sequence[str], subject: ErasureSubject
+    ) -> list[str]:
+        spaces = list(dict.fromkeys(namespaces))
+        return self._read(erasure.candidates, tenant=tenant, namespaces=spaces, subject=subject)
+
+    def erase(
+        self,
+        tenant: str,
+        cube_ids: Sequence[str],
+        batch: WriteBatch,
+        now: datetime,
+        report: ErasureReport,
+    ) -> int:
+        plan = plan_batch(batch, self.dimension)
+        return self._write(
+            erasure.erase_tx, plan=plan, tenant=tenant, cube_ids=cube_ids, now=now, report=report
+        )
+
+    def get_erasure(self, tenant: str, erasure_id: str) -> ErasureReport | None:
+        return self._read(erasure.get_report, tenant=tenant, erasure_id=erasure_id)
 
     # --- reads ---------------------------------------------------------------------
 

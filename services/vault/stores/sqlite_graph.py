@@ -21,6 +21,8 @@ from datetime import datetime
 
 import numpy as np
 
+from services.vault.stores import sqlite_compliance as compliance
+from services.vault.stores import sqlite_erasure as erasure
 from services.vault.stores import sqlite_records as records
 from services.vault.stores.sqlite_keywords import KeywordCache, KeywordRow, build_space, tokenize
 from services.vault.stores.sqlite_query import (
@@ -44,6 +46,8 @@ from services.vault.stores.sqlite_write import prepare, write_batch
 from shared.errors import ConfigError, Conflict, Unavailable
 from shared.ports.graph import OutboxItem, Scored, WriteBatch
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
+from shared.schemas.compliance import ExportRecord
+from shared.schemas.erasure import ErasureReport, ErasureSubject
 from shared.schemas.events import EventEnvelope
 from shared.schemas.memcube import Edge, MemCube
 from shared.settings import GraphSettings
@@ -153,6 +157,35 @@ class SqliteGraphStore:
         with self._db() as conn:
             return records.list_namespaces(conn, tenant)
 
+    # --- namespace policies, retention, exports (sqlite_compliance) ---------------
+
+    def update_namespace(self, ns: NamespaceRecord) -> bool:
+        with self._tx() as conn:
+            return compliance.update_namespace(conn, ns)
+
+    def namespaces_with_retention(self) -> list[NamespaceRecord]:
+        with self._db() as conn:
+            return compliance.namespaces_with_retention(conn)
+
+    def namespace_cubes(
+        self,
+        tenant: str,
+        namespace: str,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[MemCube]:
+        before = None if created_before is None else created_before.timestamp()
+        with self._db() as conn:
+            return compliance.namespace_cubes(conn, tenant, namespace, before, limit)
+
+    def insert_export(self, record: ExportRecord) -> None:
+        with self._tx() as conn:
+            compliance.insert_export(conn, record)
+
+    def get_export(self, tenant: str, export_id: str) -> ExportRecord | None:
+        with self._tx() as conn:  # may create the table: a write
+            return compliance.get_export(conn, tenant, export_id)
+
     # --- writes --------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
@@ -164,6 +197,38 @@ class SqliteGraphStore:
             # Still under the lock: the caches change before anyone can read the rows.
             self._vectors.apply(removed, added)
             self._keywords.apply(removed, words)
+
+    # --- right to erasure (sqlite_erasure) -----------------------------------------
+
+    def erasure_candidates(
+        self, tenant: str, namespaces: Sequence[str], subject: ErasureSubject
+    ) -> list[str]:
+        with self._db() as conn:
+            return erasure.candidates(conn, tenant, namespaces, subject)
+
+    def erase(
+        self,
+        tenant: str,
+        cube_ids: Sequence[str],
+        batch: WriteBatch,
+        now: datetime,
+        report: ErasureReport,
+    ) -> int:
+        prepared = prepare(batch.cubes, self.dimension)
+        with self._lock:
+            with self._db() as conn:
+                erasure.secure(conn)
+            with self._tx() as conn:
+                removed, added, words = write_batch(conn, batch, prepared)
+                purged = erasure.purge(conn, tenant, cube_ids, now, report)
+            gone = removed | set(cube_ids)
+            self._vectors.apply(gone, added)
+            self._keywords.apply(gone, words)
+        return purged
+
+    def get_erasure(self, tenant: str, erasure_id: str) -> ErasureReport | None:
+        with self._db() as conn:
+            return erasure.get_report(conn, tenant, erasure_id)
 
     # --- reads ---------------------------------------------------------------------
 
