@@ -38,6 +38,7 @@ from shared.schemas.commands import (
 from shared.schemas.events import (
     EVENT_TYPES,
     TYPE_PREFIX,
+    ErasureCompleted,
     EventEnvelope,
     MemoryAccessed,
     MemoryCreated,
@@ -116,6 +117,14 @@ MEMORY_DEMOTED = TopicSpec(
 MEMORY_EXPIRED = TopicSpec(
     MemoryExpired.topic, 6, 30 * DAY_MS, False, _CUBE_KEY, "a cube reached the end of its life"
 )
+ERASURE_COMPLETED = TopicSpec(
+    ErasureCompleted.topic,
+    3,
+    30 * DAY_MS,
+    False,
+    "tenant id: one tenant's erasures stay ordered",
+    "an erasure ran: counts and the subject's digest, never the content",
+)
 
 # Commands: requests for work, consumed by the one service that does it, which
 # then publishes the fact. A week covers any outage of the worker.
@@ -168,6 +177,7 @@ FACT_TOPICS: tuple[TopicSpec, ...] = (
     MEMORY_PROMOTED,
     MEMORY_DEMOTED,
     MEMORY_EXPIRED,
+    ERASURE_COMPLETED,
 )
 COMMAND_TOPICS: tuple[TopicSpec, ...] = (
     ACTIVATION_BUILD,

@@ -30,6 +30,7 @@ from shared.ports.vault import VaultAPI
 from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.api import Caller, SearchRequest
 from shared.schemas.commands import BuildActivation, EvictActivation
+from shared.schemas.erasure import ERASED
 from shared.schemas.events import EventEnvelope
 from shared.schemas.memcube import MemCube, Tier
 from shared.settings import InferenceSettings, Settings
@@ -137,6 +138,8 @@ class ActivationService:
                 command_id=cmd.command_id,
                 cube_ids=cmd.cube_ids,
             )
+            if cmd.reason == ERASED:  # the vault's erasure: the cache's blobs go too
+                self.activations.store.delete(event.tenant, cmd.target_id)
             self._remember(cmd.command_id)
 
     def _build(self, tenant: str, cmd: BuildActivation) -> None:

@@ -42,12 +42,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.errors import MemgridError, NotFound
+from shared.lora.store import AdapterStore
 from shared.ports.blob import BlobStore
 from shared.ports.bus import EventBus, Subscription
 from shared.ports.vault import VaultAPI
 from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.api import Caller
 from shared.schemas.commands import RetireAdapter, TrainAdapter
+from shared.schemas.erasure import ERASED
 from shared.schemas.events import (
     EventEnvelope,
     MemoryDeleted,
@@ -237,6 +239,18 @@ class TrainerService:
             marked = self._set_state(event.tenant, adapter.id, AdapterState.stale, why, stale)
             if marked is not None:
                 self._apply_policy(event.tenant, marked, why, removed)
+        if isinstance(data, MemoryDeleted) and data.reason == ERASED:
+            self._delete_files(event.tenant, data.cube_id)
+
+    def _delete_files(self, tenant: str, cube_id: str) -> None:
+        """An erased source: the files of every adapter that no longer serves and was
+        distilled from it are deleted (the weights can still complete the erased
+        facts); the records stay, content-free, for provenance."""
+        files = AdapterStore(self.blobs)
+        for adapter in self.vault.adapters_containing(tenant, cube_id):
+            if adapter.state not in _LIVE:
+                files.delete(tenant, adapter.namespace, adapter.id)
+                log.info("adapter %s: files deleted (a source was erased)", adapter.id)
 
     def _apply_policy(self, tenant: str, adapter: AdapterRecord, why: str, removed: bool) -> None:
         if self.settings.trainer.stale_policy == "withdraw" or removed:

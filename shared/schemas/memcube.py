@@ -77,6 +77,8 @@ class Governance(_Model):
     watermark: str | None = None
     retention_until: AwareDatetime | None = None
     legal_hold: bool = False
+    # The principal whose request created the cube (right to erasure by principal).
+    created_by: str | None = None
 
 
 class UsageIndicators(_Model):

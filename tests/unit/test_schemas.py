@@ -90,6 +90,7 @@ def test_every_event_type_has_a_distinct_topic() -> None:
         "memory.promoted",
         "memory.demoted",
         "memory.expired",
+        "erasure.completed",
     }
 
 
