@@ -16,6 +16,7 @@ from services.interface import (
     routes_adapters,
     routes_admin,
     routes_chat,
+    routes_compliance,
     routes_erasure,
     routes_memories,
     routes_namespaces,
@@ -93,6 +94,7 @@ def create_app(
         routes_chat,
         routes_adapters,
         routes_erasure,
+        routes_compliance,
     ):
         app.include_router(module.router)
     add_metrics_route(app)  # unauthenticated, like /healthz: route templates only, no tenant data
