@@ -32,7 +32,7 @@ _CUBES = (
 )
 _CREATE_EXPORT = (
     f"CREATE (e:{EXPORT} {{id: $id, tenant: $tenant, namespace: $namespace,"
-    " created_at: $created_at, json: $json}})"
+    " created_at: $created_at, json: $json})"
 )
 _GET_EXPORT = f"MATCH (e:{EXPORT} {{id: $id}}) WHERE e.tenant = $tenant RETURN e.json AS j"
 
