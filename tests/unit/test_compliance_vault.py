@@ -33,8 +33,8 @@ class Env:
 
 
 def build(tmp: Path, **compliance: object) -> tuple[Vault, EventBus, Clock]:
-    settings = Settings(  # type: ignore[arg-type]
-        data_dir=tmp, embedder={"backend": "hashing"}, compliance=compliance
+    settings = Settings.model_validate(
+        {"data_dir": tmp, "embedder": {"backend": "hashing"}, "compliance": compliance}
     )
     emb = HashingEmbedder()
     bus = create_event_bus(settings.bus)
