@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,13 +28,12 @@ SERVICES: dict[str, str] = {
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from shared.logging_setup import setup_logging
     from shared.registry import Registry
     from shared.settings import load_settings
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings, args.service)
     registry: Registry[None] = Registry("service")
     for name, target in SERVICES.items():
         registry.register(name, target)

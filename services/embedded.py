@@ -78,9 +78,17 @@ def serve(settings: Settings) -> None:
     """``memgrid serve``: everything in one process on ``settings.port``."""
     import uvicorn
 
+    from shared.logging_setup import uvicorn_log_config
+
     app, close = build_embedded(settings)
     print(f"memgrid (embedded) on http://{settings.host}:{settings.port}", flush=True)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings),
+        )
     finally:
         close()

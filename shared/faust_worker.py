@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from shared.errors import Unavailable
+from shared.metrics import DEAD_LETTERED
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
 from shared.topics import TopicSpec, ensure_topics
@@ -156,6 +157,7 @@ async def send_dead_letter(
     while True:
         try:
             await (await topic.send(key=msg.key, value=value))
+            DEAD_LETTERED.labels(group, msg.topic).inc()
             return
         except Exception as exc:  # aiokafka's errors; the letter must get out
             log.warning(
@@ -197,6 +199,8 @@ def run_worker(app: Any, settings: Settings, *, fetch_max_wait_ms: int | None = 
     worker's exit code (non-zero after a crash, so a supervisor restarts it)."""
     import faust
 
+    from shared.logging_setup import reapply
+
     if fetch_max_wait_ms is not None:
         shorten_fetch_wait(fetch_max_wait_ms)
     drain_producer_buffer_before_commit()
@@ -216,6 +220,9 @@ def run_worker(app: Any, settings: Settings, *, fetch_max_wait_ms: int | None = 
             # busy processor) and escape codes land in the log file.
             self.spinner = None
             super().on_setup_root_logger(logger, level)
+            # faust has just configured the root logger its way: memgrid's
+            # format (text or JSON, shared.logging_setup) again.
+            reapply()
 
     worker = Worker(
         app,

@@ -30,16 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
 from pydantic import ValidationError
 
 from shared.errors import ConfigError
+from shared.metrics import (
+    DEAD_LETTERED,
+    EVENTS_CONSUMED,
+    HANDLER_FAILURES,
+    record_lag,
+    render,
+)
 from shared.registry import scheme_of
 from shared.schemas.events import EventEnvelope
 from shared.settings import BusSettings, Settings
+from shared.telemetry import process_span, setup_tracing, tracing_enabled
 from shared.topics import (
     TopicSpec,
     make_dead_letter,
@@ -198,24 +207,87 @@ async def handle_events(
     group = app.conf.id
     dlq = dead_letter if dead_letter is not None else event_topic(app, bus.dead_letter_topic, bus)
     async for event, envelope in envelopes(stream, dead_letter=dlq, group=group):
-        for attempt in range(1, bus.max_delivery_attempts + 1):
-            try:
-                # A fresh copy per attempt: a failed attempt's changes must not leak.
-                await handler(envelope.model_copy(deep=True))
-                break
-            except Exception as exc:  # a handler's failure must not stop the agent
-                log.warning(
-                    "%s: handler failed on %s (attempt %d/%d): %r",
-                    group,
-                    envelope.id,
-                    attempt,
-                    bus.max_delivery_attempts,
-                    exc,
-                )
-                if attempt == bus.max_delivery_attempts:
-                    await _dead_letter(dlq, event, group, exc, attempt, envelope)
-                else:
-                    await asyncio.sleep(min(bus.retry_backoff_s * 2 ** (attempt - 1), 30.0))
+        with traced_event(event, envelope, group):
+            await _attempts(handler, event, envelope, dlq, group, bus)
+        EVENTS_CONSUMED.labels(group, event.message.topic).inc()
+
+
+async def _attempts(
+    handler: EventHandler,
+    event: Any,
+    envelope: EventEnvelope,
+    dlq: Any,
+    group: str,
+    bus: BusSettings,
+) -> None:
+    for attempt in range(1, bus.max_delivery_attempts + 1):
+        try:
+            # A fresh copy per attempt: a failed attempt's changes must not leak.
+            await handler(envelope.model_copy(deep=True))
+            return
+        except Exception as exc:  # a handler's failure must not stop the agent
+            HANDLER_FAILURES.labels(group, event.message.topic).inc()
+            log.warning(
+                "%s: handler failed on %s (attempt %d/%d): %r",
+                group,
+                envelope.id,
+                attempt,
+                bus.max_delivery_attempts,
+                exc,
+            )
+            if attempt == bus.max_delivery_attempts:
+                await _dead_letter(dlq, event, group, exc, attempt, envelope)
+            else:
+                await asyncio.sleep(min(bus.retry_backoff_s * 2 ** (attempt - 1), 30.0))
+
+
+@contextmanager
+def traced_event(event: Any, envelope: EventEnvelope, group: str) -> Iterator[None]:
+    """A ``process <topic>`` span (child of the producer's) around handling one
+    faust ``event`` in ``group``, when tracing exports spans; otherwise nothing,
+    as this runs per event on a stream processor's hot path."""
+    if not tracing_enabled():
+        yield
+        return
+    msg = event.message
+    with process_span(msg.topic, envelope, group=group, partition=msg.partition, offset=msg.offset):
+        yield
+
+
+def add_observability(app: faust.App, settings: Settings, service: str) -> None:
+    """Tracing for the process (shared.telemetry, as ``service``), ``GET /metrics``
+    on the app's web server (shared.metrics) and a timer that sets the app's
+    consumer lag gauge every ``telemetry.lag_interval_s``."""
+    setup_tracing(settings.telemetry, service)
+    group = app.conf.id
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        body, content_type = render()
+        # aiohttp refuses a content_type argument that carries parameters.
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    @app.timer(settings.telemetry.lag_interval_s, name="consumer_lag")
+    async def sample_lag() -> None:
+        await sample_faust_lag(app.consumer, group)
+
+
+async def sample_faust_lag(consumer: Any, group: str) -> dict[tuple[str, int], int]:
+    """Sets ``memgrid_consumer_lag`` for the partitions ``consumer`` (a faust
+    Consumer) is assigned: highwater (known from its fetches) minus position."""
+    ends: dict[tuple[str, int], int] = {}
+    positions: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        try:
+            end = consumer.highwater(tp)
+            position = await consumer.position(tp)
+        except Exception as exc:  # partitions moving; the next round samples again
+            log.debug("%s: no lag sample for %s: %s", group, tp, exc)
+            continue
+        if end is not None and position is not None:
+            ends[(tp.topic, tp.partition)] = end
+            positions[(tp.topic, tp.partition)] = position
+    return record_lag(group, ends, positions)
 
 
 def dead_letter_of(
@@ -265,3 +337,4 @@ async def _dead_letter(
         key=key.encode() if key is not None else None, value=letter.model_dump_json().encode()
     )
     await pending
+    DEAD_LETTERED.labels(group, message.topic).inc()

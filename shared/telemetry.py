@@ -236,6 +236,16 @@ def _message_attributes(topic: str, event: EventEnvelope, system: str) -> dict[s
     }
 
 
+def _links(traceparents: Sequence[str | None]) -> list[Link]:
+    """Span links to the spans of the valid ``traceparents``."""
+    links = []
+    for tp in traceparents:
+        ctx = trace.get_current_span(context_from_traceparent(tp)).get_span_context()
+        if ctx.is_valid:
+            links.append(Link(ctx))
+    return links
+
+
 @contextmanager
 def send_span(
     topic: str, event: EventEnvelope, *, system: str = "kafka"
@@ -273,7 +283,7 @@ def process_span(
     system: str = "kafka",
     partition: int | None = None,
     offset: int | None = None,
-    links: Sequence[str] = (),
+    links: Sequence[str | None] = (),
 ) -> Iterator[trace.Span]:
     """A CONSUMER span ``process <topic>`` around handling ``event`` in ``group``,
     a child of the producer's span (the event's traceparent). ``links``: more
@@ -288,11 +298,7 @@ def process_span(
         attributes["messaging.destination.partition.id"] = str(partition)
     if offset is not None:
         attributes["messaging.kafka.offset"] = offset
-    span_links = [
-        Link(ctx)
-        for tp in links
-        if (ctx := trace.get_current_span(context_from_traceparent(tp)).get_span_context()).is_valid
-    ]
+    span_links = _links(links)
     with _MESSAGING.start_as_current_span(
         f"process {topic}",
         context=context_from_traceparent(event.traceparent),
@@ -309,3 +315,33 @@ def mark_error(span: trace.Span, error: BaseException) -> None:
     """Records ``error`` on ``span`` and marks it failed."""
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+@contextmanager
+def batch_span(
+    destination: str, traceparents: Sequence[str | None], *, group: str
+) -> Iterator[trace.Span | None]:
+    """A CONSUMER span ``process <destination>`` around handling a batch of
+    events at once, linked to each event's producer span (the semantic
+    conventions' way to trace batch processing: a batch has many parents).
+    Yields None, starting nothing, while tracing exports nothing: this runs
+    once per batch on a stream processor's hot path."""
+    if not tracing_enabled():
+        yield None
+        return
+    links = _links(traceparents)
+    with _MESSAGING.start_as_current_span(
+        f"process {destination}",
+        context=otel_context.Context(),  # a root: its parents are the links
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": destination,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": group,
+            "messaging.batch.message_count": len(traceparents),
+        },
+    ) as span:
+        yield span

@@ -28,9 +28,11 @@ from pydantic import ValidationError
 
 from services.governance.audit import AuditEntry, AuditLog
 from shared.faust_worker import abort_worker, send_dead_letter
+from shared.metrics import EVENTS_CONSUMED
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
-from shared.streams import event_topic, make_faust_app
+from shared.streams import add_observability, event_topic, make_faust_app
+from shared.telemetry import batch_span
 from shared.topics import FACT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,11 @@ def create_app(settings: Settings) -> GovernanceStream:
                     continue
                 entries.append(AuditEntry(event.message.topic, envelope))
             try:
-                # File I/O and fsync off the event loop, so heartbeats go on.
-                written = await loop.run_in_executor(None, audit.append, entries)
+                with batch_span(
+                    "governance audit", [e.event.traceparent for e in entries], group=cfg.app_id
+                ):
+                    # File I/O and fsync off the event loop, so heartbeats go on.
+                    written = await loop.run_in_executor(None, audit.append, entries)
             except Exception as exc:
                 # The log cannot be written (disk full, permissions): stop rather
                 # than acknowledge events that are not in it; a restart retries.
@@ -84,6 +89,8 @@ def create_app(settings: Settings) -> GovernanceStream:
                 abort_worker(exc)
             counters["received"] += len(events)
             counters["appended"] += written
+            for event in events:  # dead-lettered ones too: their offsets move on
+                EVENTS_CONSUMED.labels(cfg.app_id, event.message.topic).inc()
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -93,4 +100,5 @@ def create_app(settings: Settings) -> GovernanceStream:
     async def audit_stats(web: Any, request: Any) -> Any:
         return web.json({**counters, "entries": len(audit), "path": str(audit.path)})
 
+    add_observability(app, settings, "governance")
     return GovernanceStream(app, audit)

@@ -52,6 +52,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from services.interface.app import create_app
+    from shared.logging_setup import uvicorn_log_config
 
     if not settings.vault.url.startswith(("http://", "https://")):
         raise ConfigError(
@@ -74,7 +75,13 @@ def serve(settings: Settings) -> None:
         f"  vault {settings.vault.url}, scheduler {scheduler.url}, inference {cfg.url}", flush=True
     )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings),
+        )
     finally:
         bus.close()
         inference.close()

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,11 +73,19 @@ from services.scheduler.topology import (
 from services.scheduler.usage import Delivery, PoisonEvent, Position, UsageStats
 from services.scheduler.views import add_views
 from shared.faust_worker import abort_worker, send_dead_letter
+from shared.metrics import EVENTS_CONSUMED
 from shared.schemas.commands import COMMAND_TYPES
 from shared.schemas.events import EventEnvelope, MemoryDemoted
 from shared.schemas.memcube import utcnow
 from shared.settings import Settings
-from shared.streams import envelope_headers, event_topic, make_faust_app
+from shared.streams import (
+    add_observability,
+    envelope_headers,
+    event_topic,
+    make_faust_app,
+    traced_event,
+)
+from shared.telemetry import batch_span
 from shared.topics import (
     MEMORY_ACCESSED,
     MEMORY_CREATED,
@@ -204,7 +213,11 @@ def create_app(
                         Delivery(envelope, Position(msg.topic, msg.partition, msg.offset))
                     )
                     origins.append(event)
-                result, batches = cube_side.process(deliveries, cube_notes)
+                with batch_span(
+                    "scheduler usage", [d.event.traceparent for d in deliveries], group=group
+                ):
+                    result, batches = cube_side.process(deliveries, cube_notes)
+                _count_consumed(group, events)
                 for index, error in result.rejected:
                     await dead_letter(origins[index], error, deliveries[index].event)
                 for batch in batches:
@@ -237,7 +250,11 @@ def create_app(
                     elif (envelope := await decode(event)) is not None:
                         facts.append(envelope)
                 async with space_lock:
-                    space_side.apply(facts, batches)
+                    with batch_span(
+                        "scheduler namespaces", [f.traceparent for f in facts], group=group
+                    ):
+                        space_side.apply(facts, batches)
+                _count_consumed(group, events)
             except Exception as exc:
                 log.exception("%s: namespace batch failed; stopping the worker", group)
                 abort_worker(exc)
@@ -249,14 +266,16 @@ def create_app(
                 envelope = await decode(event)
                 if envelope is None:
                     continue
-                try:
-                    scheduler.usage.check(envelope)
-                except PoisonEvent as exc:
-                    await dead_letter(event, exc, envelope)
-                    continue
-                # Buffered; faust flushes the producer before it commits the
-                # offsets of these events, so none is lost between the topics.
-                await lifecycle_out.send(key=envelope.key.encode(), value=event.value)
+                with traced_event(event, envelope, group):
+                    try:
+                        scheduler.usage.check(envelope)
+                    except PoisonEvent as exc:
+                        await dead_letter(event, exc, envelope)
+                        continue
+                    # Buffered; faust flushes the producer before it commits the
+                    # offsets of these events, so none is lost between the topics.
+                    await lifecycle_out.send(key=envelope.key.encode(), value=event.value)
+            _count_consumed(group, events)
 
     async def tick() -> None:
         """One tick over the namespaces this worker owns (see the module docstring)."""
@@ -310,6 +329,7 @@ def create_app(
         await tables.load_metadata()
 
     add_views(app, tables, scheduler, stats, settings, clock)
+    add_observability(app, settings, "scheduler")
     internal = [*specs, spaces_changelog_spec(cfg.app_id)]
     return SchedulerStream(app, scheduler, stats, internal, clock)
 
@@ -324,6 +344,14 @@ def _http_vault(settings: Settings) -> LifecycleVault | None:
     from shared.clients.vault_http import HttpVault
 
     return HttpVault(settings.vault)
+
+
+def _count_consumed(group: str, events: list[Any]) -> None:
+    """``memgrid_events_consumed_total`` for a batch: one increment per topic, not
+    per event (a label lookup per event would cost a busy processor)."""
+    per_topic = Counter(e.message.topic for e in events)
+    for topic, n in per_topic.items():
+        EVENTS_CONSUMED.labels(group, topic).inc(n)
 
 
 def _raw_topic(app: faust.App, partitions: int, *names: str) -> Any:

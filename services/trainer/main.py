@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 
 from services.trainer.service import TrainerService
 from shared.errors import ConfigError, MemgridError
+from shared.http_telemetry import HttpTelemetryMiddleware, add_metrics_route
 from shared.settings import Settings
+from shared.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ def create_app(service: TrainerService) -> FastAPI:
             return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    add_metrics_route(app)  # training job counters and durations (shared.metrics)
+    app.add_middleware(HttpTelemetryMiddleware, service="trainer")
     return app
 
 
@@ -59,13 +63,20 @@ def build(settings: Settings) -> TrainerService:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from shared.logging_setup import uvicorn_log_config
+
+    setup_tracing(settings.telemetry, "trainer")
     service = build(settings)
     service.subscribe()
     port = settings.trainer.web_port
     print(f"memgrid trainer on http://{settings.host}:{port}", flush=True)
     try:
         uvicorn.run(
-            create_app(service), host=settings.host, port=port, log_level=settings.log_level
+            create_app(service),
+            host=settings.host,
+            port=port,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings),
         )
     finally:
         service.close()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from typing import Any
 
 from shared.errors import MemgridError, NotFound
 from shared.lora.store import AdapterStore
+from shared.metrics import TRAINING_DURATION, TRAINING_JOBS
 from shared.ports.blob import BlobStore
 from shared.ports.bus import EventBus, Subscription
 from shared.ports.vault import VaultAPI
@@ -165,21 +167,29 @@ class TrainerService:
                 "training %s@%s (%s): %3.0f%% %s", name, version, namespace, fraction * 100, message
             )
 
-        outcome = train(
-            self.settings,
-            self.blobs,
-            tenant,
-            namespace,
-            facts,
-            name=name,
-            version=version,
-            progress=progress,
-        )
+        TRAINING_JOBS.labels("started").inc()
+        started = time.monotonic()
+        try:
+            outcome = train(
+                self.settings,
+                self.blobs,
+                tenant,
+                namespace,
+                facts,
+                name=name,
+                version=version,
+                progress=progress,
+            )
+        except BaseException:
+            _job_finished("failed", started)
+            raise
         if not outcome.accepted or outcome.adapter_id is None:
+            _job_finished("rejected", started)
             log.warning(
                 "adapter %s@%s for %s not published: %s", name, version, namespace, outcome.reason
             )
             return None
+        _job_finished("succeeded", started)
         payload = ParametricPayload(
             adapter_id=outcome.adapter_id,
             blob_key=outcome.manifest_key or "",
@@ -351,6 +361,12 @@ class TrainerService:
             self._seen[command_id] = None
             while len(self._seen) > _SEEN:
                 self._seen.popitem(last=False)
+
+
+def _job_finished(outcome: str, started: float) -> None:
+    """``memgrid_training_jobs_total`` and the duration histogram (shared.metrics)."""
+    TRAINING_JOBS.labels(outcome).inc()
+    TRAINING_DURATION.labels(outcome).observe(time.monotonic() - started)
 
 
 def _cube_of(ref: str) -> str:

@@ -1,22 +1,41 @@
 """Event envelope (CloudEvents 1.0 + memgrid extensions) and the memory.* facts.
 
 The envelope attributes and event type names are a public contract: outside
-subscribers read them. ``schemaversion`` lets an old consumer and a new producer
-coexist: producers only ever add optional fields within a major version.
+subscribers read them. ``schemaversion`` (``MAJOR`` or ``MAJOR.MINOR``) lets an
+old consumer and a new producer coexist during a rolling upgrade
+(docs/events.md#versioning-and-rolling-upgrades): within a major version
+producers only add optional fields, and a consumer reading an event (from
+JSON, as every bus does) ignores envelope attributes and data fields it does
+not know, and accepts any minor version; an event of a major version this code
+does not know fails validation with a clear error, which the buses answer by
+dead-lettering it at once. Envelopes built in Python stay strict (an unknown
+attribute is a bug there).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.schemas.memcube import LifecycleState, Origin, SemanticType, Tier, utcnow
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "io.memgrid."
+# The major schema version of every event and command type this code reads.
+SCHEMA_MAJOR = 1
+# Validation context of envelopes read from the wire (see EventEnvelope.model_validate_json).
+_READ = "memgrid_read"
 
 
 class EventData(BaseModel):
@@ -168,6 +187,36 @@ class EventEnvelope(BaseModel):
     schemaversion: str = "1"
     traceparent: str | None = None
     data: dict[str, Any]
+
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, *, context: Any | None = None, **kwargs: Any
+    ) -> Self:
+        """Reads an envelope as a consumer does: attributes a newer producer added
+        are ignored instead of failing the event (extra="forbid" stays for
+        envelopes built in Python)."""
+        read_context = {**(context or {}), _READ: True}
+        return super().model_validate_json(json_data, context=read_context, **kwargs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_unknown_on_read(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context and info.context.get(_READ):
+            return {k: v for k, v in data.items() if k in cls.model_fields}
+        return data
+
+    @field_validator("schemaversion")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        major, dot, minor = value.partition(".")
+        if not major.isdigit() or (dot and not minor.isdigit()):
+            raise ValueError(f"schemaversion {value!r} is not MAJOR or MAJOR.MINOR")
+        if int(major) != SCHEMA_MAJOR:
+            raise ValueError(
+                f"schemaversion {value}: this consumer reads major version {SCHEMA_MAJOR} only"
+                " (a newer producer's breaking change; upgrade the consumer first)"
+            )
+        return value
 
     @property
     def topic(self) -> str:

@@ -82,11 +82,17 @@ def stack(
 ) -> Iterator[Stack]:
     launcher = load_launcher()
     run_dir: Path = tmp_path_factory.mktemp("run")
+    # free_port releases the port it found, so two calls can return the same one.
+    ports: dict[str, int] = {}
+    for name in launcher.SERVICES:
+        while (port := free_port()) in ports.values():
+            pass
+        ports[name] = port
     cfg = launcher.Config(
         run_dir=run_dir,
         python=sys.executable,
         host="127.0.0.1",
-        ports={name: free_port() for name in launcher.SERVICES},
+        ports=ports,
         infra_env=settings_env,
         extra_env={
             "MEMGRID_EMBEDDER__BACKEND": "hashing",
@@ -108,6 +114,10 @@ def stack(
             "MEMGRID_TRAINER__LORA_DROPOUT": "0",
             "MEMGRID_TRAINER__BASE_SAMPLES": "0",
             "MEMGRID_TRAINER__MAX_CONTROL_PPL_INCREASE": "1.0",
+            # Every process appends its finished spans to a file here, so that
+            # test_tracing can follow one trace across the processes.
+            "MEMGRID_TELEMETRY__EXPORTER": "file",
+            "MEMGRID_TELEMETRY__SPANS_DIR": str(run_dir / "spans"),
         },
         start_timeout_s=240.0,
     )

@@ -15,6 +15,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from shared.metrics import KV_CACHE_HITS, KV_CACHE_MISSES
+
 from ..backends.base import KVPrefix
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,11 @@ class KVLru:
             prefix = self._items.get(key)
             if prefix is None:
                 self.misses += 1
+                KV_CACHE_MISSES.inc()
                 return None
             self._items.move_to_end(key)
             self.hits += 1
+            KV_CACHE_HITS.inc()
             return prefix
 
     def put(self, key: LruKey, prefix: KVPrefix) -> bool:

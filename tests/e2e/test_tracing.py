@@ -1,0 +1,118 @@
+"""One add through the API is one trace across the processes: the interface's
+HTTP span, the vault's (over HTTP), the Kafka send span of memory.created and
+the scheduler's process span, each the parent of the next.
+
+Every process of the stack writes its finished spans to
+``<run_dir>/spans/<service>-<pid>.jsonl`` (telemetry.exporter=file, set in
+conftest); the test sends its own traceparent, so that its trace id finds the
+spans of this request among everybody's."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.support import Stack, Tenant, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def all_spans(spans_dir: Path, pattern: str = "*.jsonl") -> list[dict[str, Any]]:
+    spans = []
+    for path in sorted(spans_dir.glob(pattern)):
+        for line in path.read_text().splitlines():
+            if line.endswith("}"):  # a line another process is writing may be incomplete
+                spans.append(json.loads(line))
+    return spans
+
+
+def read_spans(spans_dir: Path, trace_id: str) -> list[dict[str, Any]]:
+    return [s for s in all_spans(spans_dir) if s["trace_id"] == trace_id]
+
+
+def chain(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``span`` and its ancestors, innermost first, as far as they were exported."""
+    out = [span]
+    while (parent := by_id.get(out[-1]["parent_span_id"] or "")) is not None:
+        out.append(parent)
+    return out
+
+
+def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
+    stack: Stack, tenant: Tenant
+) -> None:
+    spans_dir = Path(stack.cfg.run_dir) / "spans"
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    r = tenant.http.post(
+        f"/v1/namespaces/{tenant.namespace}/memories",
+        json={"messages": [{"id": "t1", "role": "user", "content": "traces cross processes"}]},
+        headers={**tenant.headers, "traceparent": f"00-{trace_id}-{caller_span}-01"},
+    )
+    assert r.status_code == 201, r.text
+    cube = r.json()["memories"][0]["id"]
+
+    def scheduler_span() -> dict[str, Any] | None:
+        for s in read_spans(spans_dir, trace_id):
+            if (
+                s["service"].endswith("-scheduler")
+                and s["kind"] == "CONSUMER"
+                and s["name"] == "process memory.created"
+            ):
+                return s
+        return None
+
+    processed = wait_until(scheduler_span, 60, "the scheduler's span of memory.created")
+    spans = read_spans(spans_dir, trace_id)
+    by_id = {s["span_id"]: s for s in spans}
+    assert {s["trace_id"] for s in spans} == {trace_id}
+
+    # Innermost first: scheduler <- Kafka send (vault's relay) <- ... <- interface.
+    ancestors = chain(processed, by_id)
+    send = ancestors[1]
+    assert send["kind"] == "PRODUCER" and send["name"] == "send memory.created"
+    assert send["service"].endswith("-vault")
+    assert send["attributes"]["messaging.destination.name"] == "memory.created"
+    assert send["attributes"]["messaging.kafka.message.key"] == cube
+    assert processed["attributes"]["messaging.consumer.group.name"].startswith("e2e-scheduler-")
+
+    servers = [s for s in ancestors if s["kind"] == "SERVER"]
+    assert [s["service"].rsplit("-", 1)[-1] for s in servers] == ["vault", "interface"]
+    vault_http, api = servers
+    assert api["name"] == "POST /v1/namespaces/{namespace_id}/memories"
+    assert api["attributes"]["http.response.status_code"] == 201
+    assert api["parent_span_id"] == caller_span  # the client's traceparent was continued
+    assert vault_http["name"].startswith("POST ")
+    assert ancestors[-1] is api  # nothing between the client and the API span is missing
+
+    # Spans of the vault's own work (store calls) hang under its HTTP span too.
+    vault_work = [s for s in spans if s["service"].endswith("-vault") and s["kind"] == "INTERNAL"]
+    assert any(vault_http in chain(s, by_id) for s in vault_work)
+
+    # The governance audit processes memory.created in batches: its span links
+    # to the send span instead of having it as parent.
+    def audit_linked() -> bool:
+        return any(
+            s["service"].endswith("-governance")
+            and {"trace_id": trace_id, "span_id": send["span_id"]} in s["links"]
+            for s in all_spans(spans_dir, "governance-*.jsonl")
+        )
+
+    wait_until(audit_linked, 60, "the governance batch span linked to the send span")
+
+
+def test_every_service_serves_prometheus_metrics(stack: Stack, tenant: Tenant) -> None:
+    assert tenant.search("anything").status_code == 200
+    api = httpx.get(f"{stack.api}/metrics", timeout=10)
+    assert api.status_code == 200 and api.headers["content-type"].startswith("text/plain")
+    assert 'route="/v1/search"' in api.text and "memgrid_http_requests_total" in api.text
+    for service in ("vault", "scheduler", "governance", "trainer"):
+        r = httpx.get(f"{stack.url(service)}/metrics", timeout=10)
+        assert r.status_code == 200, (service, r.text[:200])
+        assert "process_cpu_seconds_total" in r.text, service
+    vault = httpx.get(f"{stack.url('vault')}/metrics", timeout=10).text
+    assert 'memgrid_events_published_total{topic="memory.created"}' in vault
