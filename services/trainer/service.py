@@ -20,7 +20,10 @@ It consumes, in one consumer group (``memgrid-trainer``):
   archived, erased) makes the stale adapter withdrawn at once, before the
   retraining: an adapter that can still complete an erased fact must not serve
   for the minutes a training takes. An edited source keeps the old adapter
-  serving until its replacement is promoted.
+  serving until its replacement is promoted. A source *erased* (memory.deleted,
+  reason ``erased``; docs/compliance.md#right-to-erasure) also has the files of
+  every adapter containing it that no longer serves deleted from the BlobStore,
+  the withdrawn one's before its retraining starts.
 
 Idempotent, as the bus requires (at-least-once): a TrainAdapter whose command id
 is already recorded on an adapter of the namespace trains nothing (its
@@ -235,6 +238,7 @@ class TrainerService:
                 return  # a lifecycle change that kept the cube in play
         else:
             removed = True
+        erased = isinstance(data, MemoryDeleted) and data.reason == ERASED
         for adapter in self.vault.adapters_containing(event.tenant, data.cube_id):
             if adapter.state not in _LIVE:
                 continue
@@ -248,8 +252,8 @@ class TrainerService:
             why = f"source {data.cube_id} {'removed' if removed else 'edited'} ({event.topic})"
             marked = self._set_state(event.tenant, adapter.id, AdapterState.stale, why, stale)
             if marked is not None:
-                self._apply_policy(event.tenant, marked, why, removed)
-        if isinstance(data, MemoryDeleted) and data.reason == ERASED:
+                self._apply_policy(event.tenant, marked, why, removed, erased)
+        if erased:  # adapters that stopped serving before, or whose withdrawal was redelivered
             self._delete_files(event.tenant, data.cube_id)
 
     def _delete_files(self, tenant: str, cube_id: str) -> None:
@@ -262,9 +266,13 @@ class TrainerService:
                 files.delete(tenant, adapter.namespace, adapter.id)
                 log.info("adapter %s: files deleted (a source was erased)", adapter.id)
 
-    def _apply_policy(self, tenant: str, adapter: AdapterRecord, why: str, removed: bool) -> None:
+    def _apply_policy(
+        self, tenant: str, adapter: AdapterRecord, why: str, removed: bool, erased: bool = False
+    ) -> None:
         if self.settings.trainer.stale_policy == "withdraw" or removed:
             self._withdraw(tenant, adapter, why)
+            if erased:  # before the retraining: its weights can complete the erased facts
+                AdapterStore(self.blobs).delete(tenant, adapter.namespace, adapter.id)
             if self.settings.trainer.stale_policy == "withdraw":
                 return
         # The sources' current versions; removed ones are skipped by _current.
