@@ -78,7 +78,7 @@ class Erasures:
     def erase(self, caller: Caller, req: ErasureRequest) -> ErasureReport:
         if caller.role != "tenant_admin":
             raise permission_denied("only a tenant admin may erase a subject's data")
-        spaces = self._namespaces(caller.tenant, req.namespaces)
+        spaces = self._namespaces(caller, req.namespaces)
         ids = self._store.erasure_candidates(caller.tenant, [ns.id for ns in spaces], req.subject)
         histories = {cid: self._store.history(caller.tenant, cid) for cid in ids}
         histories = {cid: h for cid, h in histories.items() if h}
@@ -169,13 +169,17 @@ class Erasures:
 
     # --- steps ---------------------------------------------------------------------
 
-    def _namespaces(self, tenant: str, wanted: list[str] | None) -> list[NamespaceRecord]:
+    def _namespaces(self, caller: Caller, wanted: list[str] | None) -> list[NamespaceRecord]:
+        """The namespaces to search: those named, or all of the tenant's; an admin key
+        narrowed to some namespaces reaches those only (others read as unknown)."""
+        scope = None if caller.key_namespaces is None else set(caller.key_namespaces)
         if wanted is None:
-            return self._store.list_namespaces(tenant)
+            every = self._store.list_namespaces(caller.tenant)
+            return [ns for ns in every if scope is None or ns.id in scope]
         spaces = []
         for i, ns_id in enumerate(dict.fromkeys(wanted)):
-            ns = self._store.get_namespace(tenant, ns_id)
-            if ns is None:
+            ns = self._store.get_namespace(caller.tenant, ns_id)
+            if ns is None or (scope is not None and ns.id not in scope):
                 err = NotFound(f"namespace {ns_id!r} not found", code="namespace_not_found")
                 err.errors = [FieldError(f"namespaces.{i}", "unknown namespace")]
                 raise err

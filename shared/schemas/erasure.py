@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from shared.schemas.memcube import (
     Governance,
@@ -55,8 +56,6 @@ class ErasureSubject(_Strict):
     def needle(self) -> str:
         """A casefolded substring every matching cube's stored JSON contains (the
         value as JSON writes it inside a string); the adapters' pre-filter."""
-        from pydantic_core import to_json
-
         return to_json(self.value).decode()[1:-1].casefold()
 
     def matches(self, cube: MemCube) -> bool:

@@ -204,3 +204,15 @@ def test_kv_caches_are_demoted_and_adapters_marked_stale(env) -> None:  # type: 
     assert evict.data["cube_ids"] == [ana.id]
     # The provenance still answers after the erasure.
     assert [a.id for a in vault.adapters_containing(caller.tenant, ana.id)] == [ADAPTER_ID]
+
+
+def test_a_key_narrowed_to_namespaces_erases_in_those_only(env) -> None:  # type: ignore[no-untyped-def]
+    vault, _, caller, ns = env
+    other = vault.create_namespace(caller, NamespaceCreate(name="other")).id
+    [here] = vault.create_memories(caller, ns, [CubeDraft(text="Ana likes tea")])
+    [there] = vault.create_memories(caller, other, [CubeDraft(text="Ana likes coffee")])
+    narrowed = caller.model_copy(update={"key_namespaces": [ns]})
+    assert erase(vault, narrowed, "person", "Ana").cube_ids == [here.id]
+    assert vault.get_memory(caller, there.id).text == "Ana likes coffee"
+    with pytest.raises(NotFound):
+        erase(vault, narrowed, "person", "Ana", [other])
