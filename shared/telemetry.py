@@ -312,8 +312,8 @@ def process_span(
 
 
 def mark_error(span: trace.Span, error: BaseException) -> None:
-    """Records ``error`` on ``span`` and marks it failed."""
-    span.record_exception(error)
+    """Marks ``span`` failed because of ``error`` (its attempts recorded the
+    exceptions themselves)."""
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
