@@ -32,8 +32,9 @@ from shared.schemas.memcube import LifecycleState, Origin, SemanticType, Tier, u
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "io.memgrid."
-# The major schema version of every event and command type this code reads.
-SCHEMA_MAJOR = 1
+# The major schema versions of event and command types this code reads. During a
+# breaking change it holds the old and the new major (docs/events.md).
+READ_MAJORS = frozenset({1})
 # Validation context of envelopes read from the wire (see EventEnvelope.model_validate_json).
 _READ = "memgrid_read"
 
@@ -211,10 +212,11 @@ class EventEnvelope(BaseModel):
         major, dot, minor = value.partition(".")
         if not major.isdigit() or (dot and not minor.isdigit()):
             raise ValueError(f"schemaversion {value!r} is not MAJOR or MAJOR.MINOR")
-        if int(major) != SCHEMA_MAJOR:
+        if int(major) not in READ_MAJORS:
+            known = ", ".join(str(m) for m in sorted(READ_MAJORS))
             raise ValueError(
-                f"schemaversion {value}: this consumer reads major version {SCHEMA_MAJOR} only"
-                " (a newer producer's breaking change; upgrade the consumer first)"
+                f"schemaversion {value}: this consumer reads major version {known} only"
+                " (a newer producer's breaking change: consumers must be upgraded first)"
             )
         return value
 
