@@ -156,3 +156,37 @@ def test_erase_of_another_tenants_ids_changes_nothing(store: GraphStore) -> None
     write(store, theirs, unit(np.random.default_rng(1)), None)
     assert store.erase(a, [theirs.id], WriteBatch(), T0, report(a, [theirs.id])) == 0
     assert store.get_cube(b, theirs.id) == theirs
+
+
+def test_sqlite_leaves_no_erased_text_in_its_files(tmp_path: Path) -> None:
+    """The SQLite adapter's files (database and WAL) no longer hold the text."""
+    from services.vault.stores import create_graph_store
+    from shared.settings import GraphSettings
+    from tests.contract.graph_support import DIM
+
+    store = create_graph_store(GraphSettings(url=f"sqlite:///{tmp_path}/graph.db"), DIM)
+    try:
+        a, a1 = new_id("ta"), new_id("ns")
+        setup_tenant(store, a, a1)
+        rng = np.random.default_rng(9)
+        secret = "Quillonbrae Fenwick-Ostrava"
+        cubes = [make_cube(a, a1, f"{secret} note {i}", tags=[secret]) for i in range(40)]
+        for c in cubes:
+            write(store, c, unit(rng), None)
+        keep = make_cube(a, a1, "unrelated memory")
+        write(store, keep, unit(rng), None)
+        ids = [c.id for c in cubes]
+        now = T0 + timedelta(days=1)
+        batch = WriteBatch()
+        for c in cubes:
+            tomb = content_free(c, now).model_copy(update={"version": 2, "updated_at": now})
+            batch.cubes.append(CubeWrite(cube=tomb))
+            batch.superseded.append((c.id, 1))
+        store.erase(a, ids, batch, now, report(a, ids))
+        needle = b"Quillonbrae"
+        for f in tmp_path.glob("graph.db*"):
+            assert needle not in f.read_bytes().replace(b"\x00", b""), f.name
+            assert needle.lower() not in f.read_bytes(), f.name  # FTS5 stores terms lower-cased
+        assert store.text_search(a, [a1], "unrelated", 5)[0].cube_id == keep.id
+    finally:
+        store.close()

@@ -8,8 +8,10 @@ keyword index row, the tag and metadata rows dropped. Acknowledged outbox rows
 about the cubes go too (memory.created carries tags and sources). Reports live
 in their own table, written in the same transaction.
 
-``secure_delete`` is turned on for the connection so SQLite overwrites the freed
-pages with zeros instead of leaving the erased text readable in the file.
+``secure_delete`` is on for the erasure's transaction so SQLite overwrites the
+freed pages with zeros instead of leaving the erased text readable in the file;
+the full-text index is merged and the WAL checkpointed and truncated afterwards,
+for the same reason.
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ def _fold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
 
-def secure(conn: sqlite3.Connection) -> None:
-    """Outside a transaction: SQLite refuses to change secure_delete inside one."""
-    conn.execute("PRAGMA secure_delete = ON")
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Outside a transaction: copies the WAL into the database and truncates it, so
+    the frames written before the erasure (which hold the text) are gone too."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def secure(conn: sqlite3.Connection, on: bool) -> None:
+    """Outside a transaction. On for the erasure only: zeroing every freed page
+    would slow down the ordinary writes (each update deletes index rows)."""
+    conn.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")  # a constant, not input
 
 
 def candidates(
@@ -98,6 +107,10 @@ def purge(
             f"DELETE FROM outbox WHERE sent = 1 AND msg_key IN ({marks})",
             chunk,
         )
+    if unique:
+        # FTS5 (before SQLite 3.44 and its secure-delete option) keeps a deleted
+        # row's terms in its index segments until they are merged: merge them now.
+        conn.execute("INSERT INTO cube_fts (cube_fts) VALUES ('optimize')")
     conn.execute(
         "INSERT INTO erasures (id, tenant, created_at, json) VALUES (?, ?, ?, ?)",
         (report.id, report.tenant, report.created_at.timestamp(), report.model_dump_json()),

@@ -217,10 +217,16 @@ class SqliteGraphStore:
         prepared = prepare(batch.cubes, self.dimension)
         with self._lock:
             with self._db() as conn:
-                erasure.secure(conn)
-            with self._tx() as conn:
-                removed, added, words = write_batch(conn, batch, prepared)
-                purged = erasure.purge(conn, tenant, cube_ids, now, report)
+                erasure.secure(conn, True)
+            try:
+                with self._tx() as conn:
+                    removed, added, words = write_batch(conn, batch, prepared)
+                    purged = erasure.purge(conn, tenant, cube_ids, now, report)
+            finally:
+                with self._db() as conn:
+                    erasure.secure(conn, False)
+            with self._db() as conn:
+                erasure.checkpoint(conn)
             gone = removed | set(cube_ids)
             self._vectors.apply(gone, added)
             self._keywords.apply(gone, words)
