@@ -12,6 +12,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from services.governance.compliance import ComplianceCounts, counts_path, subscribe_scanner
 from services.inference.activation import COMMAND_GROUP, COMMAND_TOPICS
 from services.inference.local import LocalInference
 from services.interface.app import create_app
@@ -57,10 +58,14 @@ def build_embedded(
     trainer = TrainerService(settings, vault, create_blob_store(settings.blob), bus)
     if settings.trainer.enabled:
         trainer.subscribe()
+    # The compliance scanner: sensitive memories per namespace, from the facts.
+    compliance = ComplianceCounts(counts_path(settings))
+    scanning = subscribe_scanner(bus, compliance)
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
     app = create_app(settings, vault, InProcessScheduler(scheduler), inference, bus=bus)
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
     app.state.trainer = trainer
+    app.state.compliance_counts = compliance
 
     def close() -> None:
         if commands is not None:
@@ -69,7 +74,9 @@ def build_embedded(
         inference.close()
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()
+        scanning.close()
         bus.close()
+        compliance.close()
 
     return app, close
 
