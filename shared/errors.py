@@ -111,10 +111,9 @@ class LegalHold(Conflict):
             f"namespace {namespace!r} is on legal hold: {action} is refused until it is lifted",
             code="legal_hold",
         )
+        # Named in the detail only: extension members do not survive HttpVault, and
+        # both modes must answer alike.
         self.namespace = namespace
-
-    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
-        return {**super().to_problem(instance), "namespace": self.namespace}
 
 
 class PayloadTooLarge(MemgridError):
