@@ -40,17 +40,14 @@ class Screened:
     text: str
     embedding_text: str | None
     metadata: dict[str, Any]
-    tags: list[str]
+    tags: list[str]  # kinds found in the text and the metadata
+    text_tags: list[str]  # kinds found in the text alone
 
 
 class IngestCompliance:
     def __init__(self, settings: ComplianceSettings) -> None:
         self._detector = Detector(settings.phone_region, settings.secret_min_entropy)
         self.default_policy = NamespacePolicy(pii=settings.default_pii_policy)
-
-    @property
-    def detector(self) -> Detector:
-        return self._detector
 
     def screen_drafts(
         self, ns: NamespaceRecord, drafts: Sequence[CubeDraft]
@@ -67,7 +64,10 @@ class IngestCompliance:
         screened = [self.screen(policy, d.text, d.embedding_text, d.metadata) for d in drafts]
         if policy.pii == "reject":
             errors = [
-                FieldError(_draft_field(drafts, i), "contains " + ", ".join(s.tags))
+                FieldError(
+                    _draft_field(drafts, i) if s.text_tags else "body.metadata",
+                    "contains " + ", ".join(s.tags),
+                )
                 for i, s in enumerate(screened)
                 if s.tags
             ]
@@ -122,19 +122,23 @@ class IngestCompliance:
         embedding_text: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Screened:
-        """Scans every part; redacts them when the policy says so."""
+        """Scans every part; redacts them when the policy says so. The embedding
+        text is redacted but adds no tags: its context is another message, which
+        is screened (and tagged) as itself."""
         found: list[Finding] = []
         redact = policy.pii == "redact"
 
-        def clean(value: str) -> str:
+        def clean(value: str, record: bool = True) -> str:
             hits = self._detector.scan(value)
-            found.extend(hits)
+            if record:
+                found.extend(hits)
             return self._detector.redact(value, hits) if redact and hits else value
 
         new_text = clean(text)
-        new_embedding = clean(embedding_text) if embedding_text is not None else None
+        text_tags = sensitivity_tags(found)
+        new_embedding = clean(embedding_text, False) if embedding_text is not None else None
         new_meta = _walk(metadata or {}, clean)
-        return Screened(new_text, new_embedding, new_meta, sensitivity_tags(found))
+        return Screened(new_text, new_embedding, new_meta, sensitivity_tags(found), text_tags)
 
 
 def _walk(value: Any, clean: Any) -> Any:

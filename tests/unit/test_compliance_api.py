@@ -210,3 +210,30 @@ def test_other_tenants_see_nothing(
     r = api_client.patch(f"/v1/namespaces/{ns}/policy", json={"legal_hold": True}, headers=other)
     assert r.status_code == 404
     assert api_client.get(f"/v1/namespaces/{ns}", headers=h).json()["policy"]["legal_hold"] is False
+
+
+def test_context_does_not_tag_the_next_message(
+    api_client: TestClient, h: dict[str, str], ns: str
+) -> None:
+    r = add(
+        api_client,
+        h,
+        ns,
+        {
+            "messages": [
+                {"id": "m1", "role": "user", "content": f"mail {EMAIL_TEXT}"},
+                {"id": "m2", "role": "user", "content": "and the tea is green"},
+            ]
+        },
+    )
+    tags = [m["governance"]["sensitivity_tags"] for m in r.json()["memories"]]
+    assert tags == [["pii:email"], []]
+
+
+def test_reject_names_the_metadata_when_the_finding_is_there(
+    api_client: TestClient, h: dict[str, str], ns: str
+) -> None:
+    policy(api_client, h, ns, pii="reject")
+    r = add(api_client, h, ns, {"text": "the tea is green", "metadata": {"by": EMAIL_TEXT}})
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "body.metadata", "message": "contains pii:email"}]
