@@ -204,6 +204,8 @@ class LifecycleOps:
                 previous_version=cube.version,
                 changed=["lifecycle"],
                 principal=SYSTEM_PRINCIPAL,
+                # The content did not change; consumers keep counting what it holds.
+                sensitivity_tags=cube.governance.sensitivity_tags,
             )
         # A cube that stays searchable (activated <-> generated) keeps its vector.
         vector = self._vector(cube) if new.searchable else None
@@ -257,6 +259,7 @@ class LifecycleOps:
                 previous_version=c.version,
                 changed=["lifecycle"],
                 principal=SYSTEM_PRINCIPAL,
+                sensitivity_tags=c.governance.sensitivity_tags,
             )
             parts.append(self._batch(c, new, None, updated, now))
             parts[-1].edges.append(
@@ -418,6 +421,7 @@ def _created(cube: MemCube) -> MemoryCreated:
         # For the scheduler's KV cache budget and decay rule, as on a client's write.
         token_estimate=estimate_tokens(cube.text),
         decay_half_life_seconds=cube.governance.lifespan.decay_half_life_seconds,
+        sensitivity_tags=cube.governance.sensitivity_tags,
     )
 
 

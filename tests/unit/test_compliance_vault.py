@@ -17,6 +17,7 @@ from shared.adapters import create_event_bus
 from shared.errors import MemgridError
 from shared.ports.bus import EventBus
 from shared.schemas.api import Caller, CubeDraft, MemoryPatch, NamespaceCreate, NamespacePolicy
+from shared.schemas.memcube import LifecycleState
 from shared.settings import Settings
 from tests.unit.test_vault import Clock, Recorder
 
@@ -139,3 +140,21 @@ def test_default_policy_comes_from_settings(tmp_path: Path) -> None:
     finally:
         vault.close()
         bus.close()
+
+
+def test_lifecycle_events_keep_the_tags(env: Env) -> None:
+    rec = Recorder(env.bus, ["memory.created", "memory.updated"])
+    a, b = env.vault.create_memories(
+        env.caller,
+        env.ns,
+        [CubeDraft(text="Ana: ana@example.com"), CubeDraft(text="Ana: +1 415-555-2671")],
+    )
+    env.vault.transition(env.caller.tenant, a.id, LifecycleState.activated, "hot")
+    merged = env.vault.merge(env.caller.tenant, [a.id, b.id], "duplicates")
+    env.vault.relay.drain()
+    env.bus.flush()
+    by_ref = {(e.data["cube_id"], e.data["version"]): e.data for e in rec.events}
+    assert by_ref[(a.id, 2)]["sensitivity_tags"] == ["pii:email"]  # activated
+    assert by_ref[(a.id, 3)]["sensitivity_tags"] == ["pii:email"]  # merged away
+    assert by_ref[(b.id, 2)]["sensitivity_tags"] == ["pii:phone"]
+    assert sorted(by_ref[(merged.id, 1)]["sensitivity_tags"]) == ["pii:email", "pii:phone"]
