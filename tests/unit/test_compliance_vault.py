@@ -158,3 +158,29 @@ def test_lifecycle_events_keep_the_tags(env: Env) -> None:
     assert by_ref[(a.id, 3)]["sensitivity_tags"] == ["pii:email"]  # merged away
     assert by_ref[(b.id, 2)]["sensitivity_tags"] == ["pii:phone"]
     assert sorted(by_ref[(merged.id, 1)]["sensitivity_tags"]) == ["pii:email", "pii:phone"]
+
+
+def test_over_the_internal_api_too(env: Env) -> None:
+    """HttpVault (distributed mode) gets the same answers: the role travels in a
+    header, the problem comes back with its code."""
+    from fastapi.testclient import TestClient
+
+    from services.vault.app import create_app
+    from shared.clients.vault_http import HttpVault
+
+    settings = Settings()
+    with TestClient(create_app(settings, env.vault)) as internal:
+        http = HttpVault(settings.vault, client=internal)
+        member = env.caller.model_copy(update={"role": "member"})
+        with pytest.raises(MemgridError) as err:
+            http.update_namespace_policy(member, env.ns, NamespacePolicy(legal_hold=True))
+        assert (err.value.status, err.value.code) == (403, "permission_denied")
+        got = http.update_namespace_policy(env.caller, env.ns, NamespacePolicy(legal_hold=True))
+        assert got.policy.legal_hold is True
+        [cube] = env.vault.create_memories(env.caller, env.ns, [CubeDraft(text="kept")])
+        with pytest.raises(MemgridError) as err:
+            http.delete_memory(env.caller, cube.id)
+        assert (err.value.status, err.value.code) == (409, "legal_hold")
+        export = http.export_namespace(env.caller, env.ns)
+        assert export.export.count == 1
+        assert http.get_export(env.caller, export.export.id) == export.export
