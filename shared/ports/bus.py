@@ -13,6 +13,9 @@ Delivery contract (every adapter):
 * A handler that raises is retried up to ``max_delivery_attempts``; then the
   event goes to the dead-letter topic with the error attached, and the group
   moves on. Nothing is silently dropped.
+* An event arrives as published except ``traceparent``: with tracing on, the
+  adapter stamps its producer span's context there (same trace), so consumer
+  spans hang under the publish (docs/observability.md).
 """
 
 from __future__ import annotations
