@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from services import cli_compliance
+from services import cli_audit, cli_compliance
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     explain.set_defaults(fn=_scheduler_explain)
     _adapters_parser(sub)
     cli_compliance.add_parser(sub)
+    cli_audit.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         code: int = args.fn(args)

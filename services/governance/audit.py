@@ -1,9 +1,11 @@
 """The audit log: an append-only JSON-lines file with one line per event id.
 
 Plain Python (no faust), so an embedded-mode subscriber can use it as well.
-Each line is ``{"seq", "event_id", "topic", "recorded_at", "event"}`` where
-``event`` is the CloudEvents envelope as published. ``seq`` numbers lines from 1
-so that issue 7's hash chain has something stable to link.
+Each line is ``{"seq", "event_id", "topic", "tenant", "recorded_at", "event",
+"prev_hash", "hash"}`` where ``event`` is the CloudEvents envelope as published
+and ``seq`` numbers lines from 1. ``prev_hash``/``hash`` chain the records
+(services.governance.chain): ``memgrid audit verify`` names the first record
+that was changed or removed.
 
 Delivery is at least once, so the same event can arrive twice (a redelivery
 after a crash, or the vault's outbox publishing an event again): the log keeps
@@ -25,7 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.governance.chain import GENESIS, record_hash, write_head
 from shared.schemas.events import EventEnvelope
+from shared.settings import Settings
+
+
+def audit_path(settings: Settings) -> Path:
+    return settings.data_dir / "governance" / "audit.jsonl"
 
 
 class AuditLogCorrupt(RuntimeError):
@@ -45,6 +53,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._ids: set[str] = set()
         self._seq = 0
+        self._last_hash = GENESIS
         path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
         # A raw descriptor in append mode: every write goes straight to the file,
@@ -67,11 +76,12 @@ class AuditLog:
                     break  # torn last line: cut below
                 try:
                     entry = json.loads(line)
-                    event_id, seq = entry["event_id"], entry["seq"]
+                    event_id, seq, hashed = entry["event_id"], entry["seq"], entry["hash"]
                 except (ValueError, KeyError, TypeError) as exc:
                     raise AuditLogCorrupt(f"{self.path}:{lineno}: unreadable entry: {exc}") from exc
                 self._ids.add(event_id)
                 self._seq = max(self._seq, int(seq))
+                self._last_hash = str(hashed)
                 good_end += len(line)
             if good_end < f.seek(0, os.SEEK_END):
                 f.truncate(good_end)
@@ -88,6 +98,7 @@ class AuditLog:
             batch_ids: set[str] = set()
             now = datetime.now(UTC).isoformat()
             seq = self._seq
+            prev = self._last_hash
             for entry in entries:
                 event_id = entry.event.id
                 if event_id in self._ids or event_id in batch_ids:
@@ -98,9 +109,12 @@ class AuditLog:
                     "seq": seq,
                     "event_id": event_id,
                     "topic": entry.topic,
+                    "tenant": entry.event.tenant,
                     "recorded_at": now,
                     "event": entry.event.model_dump(mode="json"),
+                    "prev_hash": prev,
                 }
+                record["hash"] = prev = record_hash(record)
                 lines.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
             if not lines:
                 return 0
@@ -119,6 +133,10 @@ class AuditLog:
             # Only a durable write counts: ids are remembered after it succeeded.
             self._ids |= batch_ids
             self._seq = seq
+            self._last_hash = prev
+            # After the records: a crash in between leaves the head one batch
+            # behind, which verify reports; the reverse would hide removals.
+            write_head(self.path, seq, prev, fsync=self.fsync)
             return len(lines)
 
     def close(self) -> None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faust
 from pydantic import ValidationError
 
-from services.governance.audit import AuditEntry, AuditLog
+from services.governance.audit import AuditEntry, AuditLog, audit_path
 from shared.faust_worker import abort_worker, send_dead_letter
 from shared.metrics import EVENTS_CONSUMED
 from shared.schemas.events import EventEnvelope
@@ -36,10 +35,6 @@ from shared.telemetry import batch_span
 from shared.topics import FACT_TOPICS
 
 log = logging.getLogger(__name__)
-
-
-def audit_path(settings: Settings) -> Path:
-    return settings.data_dir / "governance" / "audit.jsonl"
 
 
 @dataclass

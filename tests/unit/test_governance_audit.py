@@ -58,6 +58,8 @@ def test_a_torn_last_line_is_cut_and_its_event_accepted_again(tmp_path: Path) ->
 
 def test_a_corrupt_line_in_the_middle_refuses_to_open(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    path.write_text('{"seq":1,"event_id":"a"}\nnot json\n{"seq":3,"event_id":"c"}\n')
+    path.write_text(
+        '{"seq":1,"event_id":"a","hash":"h"}\nnot json\n{"seq":3,"event_id":"c","hash":"h"}\n'
+    )
     with pytest.raises(AuditLogCorrupt, match=":2:"):
         AuditLog(path)
