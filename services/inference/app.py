@@ -27,6 +27,7 @@ from services.inference.activation import ActivationService, unsupported
 from services.inference.chat import ChatEngine, Prepared
 from shared.errors import MemgridError, Unauthorized
 from shared.http_problems import install_problem_handlers, problem_responses
+from shared.http_telemetry import HttpTelemetryMiddleware, add_metrics_route
 from shared.schemas.activation import ActivationBuildRequest, ActivationBuilt
 from shared.schemas.api import Caller
 from shared.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
@@ -65,6 +66,7 @@ def _caller(
     x_memgrid_tenant: Annotated[str | None, Header()] = None,
     x_memgrid_principal: Annotated[str | None, Header()] = None,
     x_memgrid_role: Annotated[str, Header()] = "tenant_admin",
+    x_memgrid_key_prefix: Annotated[str | None, Header()] = None,
 ) -> Caller | None:
     if not x_memgrid_tenant:
         return None
@@ -72,6 +74,7 @@ def _caller(
         tenant=x_memgrid_tenant,
         principal=x_memgrid_principal or x_memgrid_tenant,
         role=x_memgrid_role,
+        key_prefix=x_memgrid_key_prefix or None,
     )
 
 
@@ -171,4 +174,8 @@ def create_app(settings: Settings, engine: ChatEngine | LazyEngine) -> FastAPI:
     def readyz(request: Request) -> dict[str, str]:
         return {"status": "ready" if holder.loaded else "model not loaded yet"}
 
+    # The replica's metrics (KV cache hits among them; shared.metrics) and spans
+    # that continue the interface's traceparent.
+    add_metrics_route(app)
+    app.add_middleware(HttpTelemetryMiddleware, service="inference")
     return app

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.interface import (
+    routes_access,
     routes_adapters,
     routes_admin,
     routes_chat,
@@ -95,6 +96,7 @@ def create_app(
         routes_adapters,
         routes_erasure,
         routes_compliance,
+        routes_access,
     ):
         app.include_router(module.router)
     add_metrics_route(app)  # unauthenticated, like /healthz: route templates only, no tenant data

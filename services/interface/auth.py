@@ -48,7 +48,14 @@ def authenticate(
         raise Unauthorized()
     if record.expires_at is not None and record.expires_at <= (now or _now()):
         raise Unauthorized()
-    return Caller(tenant=record.tenant, principal=record.principal, role=record.role)
+    return Caller(
+        tenant=record.tenant,
+        principal=record.principal,
+        role=record.role,
+        key_prefix=record.prefix,
+        key_namespaces=record.namespaces,
+        key_permissions=record.permissions,
+    )
 
 
 def is_admin_key(token: str, settings: Settings) -> bool:
@@ -70,7 +77,9 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 def require_caller(request: Request, creds: Credentials) -> Caller:
     """FastAPI dependency: the authenticated tenant caller."""
     state = request.app.state
-    return authenticate(_token(creds), state.vault, state.settings)
+    caller = authenticate(_token(creds), state.vault, state.settings)
+    request.state.caller = caller  # for the audit trail of the API's decisions
+    return caller
 
 
 def require_admin(request: Request, creds: Credentials) -> None:

@@ -17,8 +17,8 @@ router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"], route_class=Str
     "",
     status_code=201,
     response_model=NamespaceRecord,
-    summary="Create a namespace",
-    responses=problem_responses(401, 409, 413, 422, 429, 503),
+    summary="Create a namespace (tenant admins and members; the creator administers it)",
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 def create_namespace(body: NamespaceCreate, caller: CallerDep, vault: VaultDep) -> NamespaceRecord:
     return vault.create_namespace(caller, body)
@@ -27,7 +27,7 @@ def create_namespace(body: NamespaceCreate, caller: CallerDep, vault: VaultDep) 
 @router.get(
     "",
     response_model=NamespaceList,
-    summary="List the tenant's namespaces",
+    summary="List the namespaces the caller may read",
     responses=problem_responses(401, 429, 503),
 )
 def list_namespaces(caller: CallerDep, vault: VaultDep) -> NamespaceList:

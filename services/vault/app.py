@@ -13,8 +13,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response
 
+from services.vault.app_access import add_access_routes
+from services.vault.app_deps import CallerDep, VaultDep
 from services.vault.service import Vault
 from shared.errors import NotFound, Unauthorized
 from shared.http_problems import install_problem_handlers
@@ -33,7 +35,6 @@ from shared.schemas.adapters import (
 from shared.schemas.api import (
     AccessReport,
     ApiKeyRecord,
-    Caller,
     CubeDraftBatch,
     HistoryResponse,
     LineageResponse,
@@ -66,25 +67,6 @@ from shared.telemetry import setup_tracing
 PREFIX = "/internal/v1"
 
 
-def _caller(
-    x_memgrid_tenant: Annotated[str, Header()],
-    x_memgrid_principal: Annotated[str, Header()],
-    x_memgrid_role: Annotated[str, Header()] = "tenant_admin",
-) -> Caller:
-    return Caller(tenant=x_memgrid_tenant, principal=x_memgrid_principal, role=x_memgrid_role)
-
-
-CallerDep = Annotated[Caller, Depends(_caller)]
-
-
-def _vault(request: Request) -> Vault:
-    vault: Vault = request.app.state.vault
-    return vault
-
-
-VaultDep = Annotated[Vault, Depends(_vault)]
-
-
 def _router(token: str | None) -> APIRouter:
     async def check_token(
         x_memgrid_service_token: Annotated[str | None, Header()] = None,
@@ -96,6 +78,7 @@ def _router(token: str | None) -> APIRouter:
             raise Unauthorized("missing or invalid service token")
 
     r = APIRouter(prefix=PREFIX, dependencies=[Depends(check_token)])
+    add_access_routes(r)
 
     @r.post("/tenants", status_code=201)
     def create_tenant(body: TenantCreate, vault: VaultDep) -> TenantCreated:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from services.vault.access import AccessControl
+from services.vault.access_admin import AccessAdmin, AccessAdminMethods
 from services.vault.activations import ActivationRecords
 from services.vault.adapters import AdapterRecords
 from services.vault.compliance import IngestCompliance, NamespaceGovernance, check_not_held, tagged
@@ -26,6 +28,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.ports.bus import EventBus
 from shared.ports.embedder import Embedder
 from shared.ports.graph import CubeWrite, GraphStore, WriteBatch
+from shared.schemas.access import CREATOR_ROLES
 from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.api import (
     AccessReport,
@@ -78,7 +81,7 @@ SOURCE = "/memgrid/vault"
 EMBED_CHUNK = 512  # cubes embedded per step of a large ingest (progress granularity)
 
 
-class Vault:
+class Vault(AccessAdminMethods):
     def __init__(
         self,
         settings: Settings,
@@ -101,6 +104,8 @@ class Vault:
         )
         self._activations = ActivationRecords(store, clock)
         self._adapters = AdapterRecords(store, clock)
+        self.access = AccessControl(store)
+        self.access_admin = AccessAdmin(store, self.access, clock)
         self._erasures = Erasures(
             store, self._adapters, self._activations.demote, clock, self.relay.kick, SOURCE
         )
@@ -139,6 +144,7 @@ class Vault:
         return self._store.find_api_key(prefix)
 
     def create_namespace(self, caller: Caller, req: NamespaceCreate) -> NamespaceRecord:
+        self.access.require_role(caller, *CREATOR_ROLES)
         ns = NamespaceRecord(
             id=_new_id("ns"),
             tenant=caller.tenant,
@@ -148,16 +154,16 @@ class Vault:
             policy=self._compliance.default_policy,
         )
         self._store.create_namespace(ns)
+        self.access_admin.grant_creator(caller, ns.id)
         return ns
 
     def list_namespaces(self, caller: Caller) -> list[NamespaceRecord]:
-        return self._store.list_namespaces(caller.tenant)
+        readable = set(self.access.readable(caller))
+        return [ns for ns in self._store.list_namespaces(caller.tenant) if ns.id in readable]
 
     def get_namespace(self, caller: Caller, namespace_id: str) -> NamespaceRecord:
-        ns = self._store.get_namespace(caller.tenant, namespace_id)
-        if ns is None:
-            raise NotFound(f"namespace {namespace_id!r} not found", code="namespace_not_found")
-        return ns
+        """The namespace if the caller may read it, NotFound otherwise (vault/access.py)."""
+        return self.access.require(caller, namespace_id, "read")
 
     # Compliance (services/vault/compliance.py, docs/compliance.md).
     def update_namespace_policy(
@@ -179,7 +185,7 @@ class Vault:
     def create_memories(
         self, caller: Caller, namespace_id: str, drafts: list[CubeDraft]
     ) -> list[MemCube]:
-        ns = self.get_namespace(caller, namespace_id)
+        ns = self.access.require(caller, namespace_id, "write")
         if not drafts:
             raise ValidationFailed("nothing to store")
         # PII policy, retention cap and legal hold, before anything is embedded.
@@ -249,7 +255,7 @@ class Vault:
 
     @traced("vault.update_memory")
     def update_memory(self, caller: Caller, cube_id: str, patch: MemoryPatch) -> MemCube:
-        old = self._live(caller, cube_id)
+        old = self._live(caller, cube_id, "write")
         if patch.text is None and patch.metadata is None and patch.tags is None:
             raise ValidationFailed("nothing to change: give text, metadata or tags")
         now = self._clock()
@@ -293,7 +299,7 @@ class Vault:
 
     @traced("vault.delete_memory")
     def delete_memory(self, caller: Caller, cube_id: str) -> None:
-        old = self._live(caller, cube_id)
+        old = self._live(caller, cube_id, "write")
         ns = self._store.get_namespace(caller.tenant, old.namespace)
         if ns is not None:
             check_not_held(ns, "deleting a memory")
@@ -412,11 +418,19 @@ class Vault:
     def get_erasure(self, caller: Caller, erasure_id: str) -> ErasureReport:
         return self._erasures.get(caller, erasure_id)
 
-    def _live(self, caller: Caller, cube_id: str) -> MemCube:
+    def _live(self, caller: Caller, cube_id: str, permission: str = "read") -> MemCube:
         cube = self._store.get_cube(caller.tenant, cube_id)
         if cube is None or cube.lifecycle.state == LifecycleState.deleted:
             raise NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
+        self._require_on_cube(caller, cube, permission)
         return cube
+
+    def _require_on_cube(self, caller: Caller, cube: MemCube, permission: str) -> None:
+        """A cube in a namespace the caller cannot read is as unknown as a foreign id."""
+        try:
+            self.access.require(caller, cube.namespace, permission)
+        except NotFound:
+            raise NotFound(f"memory {cube.id!r} not found", code="memory_not_found") from None
 
     def get_memory(self, caller: Caller, cube_id: str) -> MemCube:
         return self._live(caller, cube_id)
@@ -425,6 +439,7 @@ class Vault:
         versions = self._store.history(caller.tenant, cube_id)
         if not versions:
             raise NotFound(f"memory {cube_id!r} not found", code="memory_not_found")
+        self._require_on_cube(caller, versions[-1], "read")
         return versions
 
     def lineage(self, caller: Caller, cube_id: str) -> LineageResponse:
@@ -439,12 +454,20 @@ class Vault:
     def search(
         self, caller: Caller, req: SearchRequest, *, publish_access: bool = True
     ) -> SearchResponse:
-        for ns in dict.fromkeys(req.namespaces):
-            self.get_namespace(caller, ns)
+        # No namespaces named: every namespace the caller may read. Named ones must
+        # all be readable (404 otherwise). The store query gets only allowed ids.
+        if req.namespaces:
+            spaces = list(dict.fromkeys(req.namespaces))
+            for ns in spaces:
+                self.get_namespace(caller, ns)
+        else:
+            spaces = self.access.readable(caller)
+            if not spaces:
+                return SearchResponse(results=[])
         now = self._clock()
         found = self._retriever.search(
             caller.tenant,
-            list(dict.fromkeys(req.namespaces)),
+            spaces,
             req.query,
             req.top_k,
             req.filters,

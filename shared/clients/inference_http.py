@@ -40,6 +40,8 @@ class HttpInference:
             "X-Memgrid-Principal": caller.principal,
             "X-Memgrid-Role": caller.role,
         }
+        if caller.key_prefix is not None:
+            headers["X-Memgrid-Key-Prefix"] = caller.key_prefix
         if self._token is not None:
             headers["X-Memgrid-Service-Token"] = self._token
         inject(headers)  # the inference spans join the interface's trace

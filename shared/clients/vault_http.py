@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import httpx
 from opentelemetry.propagate import inject
 
+from shared.clients.vault_http_access import AccessClientMixin
 from shared.errors import FieldError, MemgridError, NotFound, Unavailable
 from shared.schemas.activation import (
     ActivationCurrent,
@@ -64,7 +65,7 @@ from shared.settings import VaultClientSettings
 PREFIX = "/internal/v1"
 
 
-class HttpVault:
+class HttpVault(AccessClientMixin):
     def __init__(self, cfg: VaultClientSettings, client: httpx.Client | None = None) -> None:
         """``client`` lets tests pass an in-process client (e.g. a TestClient of the vault app)."""
         self._http = client or httpx.Client(base_url=cfg.url.rstrip("/"), timeout=cfg.timeout_s)
@@ -82,6 +83,8 @@ class HttpVault:
             headers["X-Memgrid-Tenant"] = caller.tenant
             headers["X-Memgrid-Principal"] = caller.principal
             headers["X-Memgrid-Role"] = caller.role
+            if caller.key_prefix is not None:
+                headers["X-Memgrid-Key-Prefix"] = caller.key_prefix
         content = body.model_dump_json() if body is not None else None
         if content is not None:
             headers["Content-Type"] = "application/json"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from shared.ports.access import AccessAdminAPI
 from shared.schemas.adapters import AdapterDetails, AdapterRecord, AdapterState
 from shared.schemas.api import (
     AccessReport,
@@ -32,7 +33,7 @@ from shared.schemas.memcube import ActivationPayload, LifecycleState, MemCube, P
 
 
 @runtime_checkable
-class VaultAPI(Protocol):
+class VaultAPI(AccessAdminAPI, Protocol):
     def create_tenant(self, name: str) -> TenantCreated: ...
     def find_api_key(self, prefix: str) -> ApiKeyRecord | None: ...
     def create_namespace(self, caller: Caller, req: NamespaceCreate) -> NamespaceRecord: ...

@@ -65,6 +65,9 @@ class ApiKeyRecord(_Strict):
     created_at: AwareDatetime
     expires_at: AwareDatetime | None = None
     revoked: bool = False
+    # The key's own scope (shared.schemas.access): None = the principal's grants.
+    namespaces: list[str] | None = None
+    permissions: list[str] | None = None
 
 
 # --- requests ------------------------------------------------------------------
@@ -149,7 +152,9 @@ class SearchFilters(_Strict):
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1)
-    namespaces: list[str] = Field(min_length=1)
+    namespaces: list[str] = Field(
+        default_factory=list, description="empty: every namespace the caller may read"
+    )
     top_k: int = Field(default=10, ge=1, le=1000)
     filters: SearchFilters | None = None
     session_id: str | None = Field(

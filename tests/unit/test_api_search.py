@@ -103,7 +103,7 @@ def test_search_unknown_or_foreign_namespace_is_404(
         ({"top_k": 10**100}, 422, "body.top_k"),
         ({"top_k": "ten"}, 422, "body.top_k"),
         ({"query": ""}, 422, "body.query"),
-        ({"namespaces": []}, 422, "body.namespaces"),
+        ({"namespaces": "all"}, 422, "body.namespaces"),
         ({"filters": {"metadata": {"k": [1]}}}, 422, "body.filters.metadata.k"),
         ({"filters": {"metadata": {"k": 2**64}}}, 422, "body.filters.metadata.k"),
         ({"filters": {"semantic_type": ["nope"]}}, 422, "body.filters.semantic_type.0"),

@@ -44,6 +44,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
+from services.vault.stores import neo4j_access as access
 from services.vault.stores import neo4j_compliance as compliance
 from services.vault.stores import neo4j_erasure as erasure
 from services.vault.stores import neo4j_schema as schema
@@ -305,6 +306,26 @@ class Neo4jGraphStore:
             tenant=tenant,
         )
         return [NamespaceRecord.model_validate_json(r["j"]) for r in rows]
+
+    # --- principals, teams, grants, keys (neo4j_access) ----------------------------
+
+    def put_access_doc(self, tenant: str, kind: str, doc_id: str, body: str) -> None:
+        self._write(access.put_doc, tenant=tenant, kind=kind, doc_id=doc_id, body=body)
+
+    def get_access_doc(self, tenant: str, kind: str, doc_id: str) -> str | None:
+        return self._read(access.get_doc, tenant=tenant, kind=kind, doc_id=doc_id)
+
+    def list_access_docs(self, tenant: str, kind: str) -> list[str]:
+        return self._read(access.list_docs, tenant=tenant, kind=kind)
+
+    def delete_access_doc(self, tenant: str, kind: str, doc_id: str) -> bool:
+        return self._write(access.delete_doc, tenant=tenant, kind=kind, doc_id=doc_id)
+
+    def put_api_key(self, key: ApiKeyRecord) -> None:
+        self._write(access.put_api_key, key=key)
+
+    def list_api_keys(self, tenant: str, principal: str) -> list[ApiKeyRecord]:
+        return self._read(access.list_api_keys, tenant=tenant, principal=principal)
 
     # --- namespace policies, retention, exports (neo4j_compliance) ---------------
 

@@ -57,6 +57,7 @@ CONSTRAINTS = [
     # (tenant, name) as one property: composite uniqueness is not in every edition.
     f"CREATE CONSTRAINT namespace_key IF NOT EXISTS FOR (n:{NAMESPACE}) REQUIRE n.key IS UNIQUE",
     f"CREATE CONSTRAINT apikey_prefix IF NOT EXISTS FOR (k:{API_KEY}) REQUIRE k.prefix IS UNIQUE",
+    "CREATE CONSTRAINT access_doc_key IF NOT EXISTS FOR (d:AccessDoc) REQUIRE d.key IS UNIQUE",
     f"CREATE CONSTRAINT outbox_seq IF NOT EXISTS FOR (o:{OUTBOX}) REQUIRE o.seq IS UNIQUE",
     f"CREATE CONSTRAINT outbox_counter IF NOT EXISTS FOR (k:{COUNTER}) REQUIRE k.name IS UNIQUE",
 ]

@@ -21,6 +21,7 @@ from datetime import datetime
 
 import numpy as np
 
+from services.vault.stores import sqlite_access as access
 from services.vault.stores import sqlite_compliance as compliance
 from services.vault.stores import sqlite_erasure as erasure
 from services.vault.stores import sqlite_records as records
@@ -156,6 +157,32 @@ class SqliteGraphStore:
     def list_namespaces(self, tenant: str) -> list[NamespaceRecord]:
         with self._db() as conn:
             return records.list_namespaces(conn, tenant)
+
+    # --- principals, teams, grants, keys (sqlite_access) ---------------------------
+
+    def put_access_doc(self, tenant: str, kind: str, doc_id: str, body: str) -> None:
+        with self._tx() as conn:
+            access.put_doc(conn, tenant, kind, doc_id, body)
+
+    def get_access_doc(self, tenant: str, kind: str, doc_id: str) -> str | None:
+        with self._tx() as conn:  # may create the table: a write
+            return access.get_doc(conn, tenant, kind, doc_id)
+
+    def list_access_docs(self, tenant: str, kind: str) -> list[str]:
+        with self._tx() as conn:
+            return access.list_docs(conn, tenant, kind)
+
+    def delete_access_doc(self, tenant: str, kind: str, doc_id: str) -> bool:
+        with self._tx() as conn:
+            return access.delete_doc(conn, tenant, kind, doc_id)
+
+    def put_api_key(self, key: ApiKeyRecord) -> None:
+        with self._tx() as conn:
+            access.put_api_key(conn, key)
+
+    def list_api_keys(self, tenant: str, principal: str) -> list[ApiKeyRecord]:
+        with self._db() as conn:
+            return access.list_api_keys(conn, tenant, principal)
 
     # --- namespace policies, retention, exports (sqlite_compliance) ---------------
 
