@@ -141,6 +141,8 @@ class AccessAdmin:
 
     def list_keys(self, caller: Caller, principal_id: str) -> list[KeyInfo]:
         self._may_manage_keys_of(caller, principal_id)
+        if principal_id != caller.principal:
+            self._principal(caller.tenant, principal_id)  # 404 for ids of other tenants
         return [key_info(k) for k in self._store.list_api_keys(caller.tenant, principal_id)]
 
     def _key(self, caller: Caller, prefix: str) -> ApiKeyRecord:
