@@ -12,7 +12,9 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from services.governance.audit import AuditLog, audit_path, subscribe_audit
 from services.governance.compliance import ComplianceCounts, counts_path, subscribe_scanner
+from services.governance.query import FileAuditReader
 from services.inference.activation import COMMAND_GROUP, COMMAND_TOPICS
 from services.inference.local import LocalInference
 from services.interface.app import create_app
@@ -61,8 +63,18 @@ def build_embedded(
     # The compliance scanner: sensitive memories per namespace, from the facts.
     compliance = ComplianceCounts(counts_path(settings))
     scanning = subscribe_scanner(bus, compliance)
+    # The audit subscriber: every fact and the API's decisions, hash-chained.
+    audit_log = AuditLog(audit_path(settings), fsync=settings.governance.fsync)
+    auditing = subscribe_audit(bus, audit_log, settings.governance.app_id)
     # GET /v1/memories/{id}/usage asks it through the SchedulerAPI port.
-    app = create_app(settings, vault, InProcessScheduler(scheduler), inference, bus=bus)
+    app = create_app(
+        settings,
+        vault,
+        InProcessScheduler(scheduler),
+        inference,
+        bus=bus,
+        audit=FileAuditReader(audit_log.path),
+    )
     app.state.scheduler = scheduler  # the scheduler itself (tests tick it)
     app.state.trainer = trainer
     app.state.compliance_counts = compliance
@@ -75,8 +87,11 @@ def build_embedded(
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()
         scanning.close()
+        bus.flush()  # the last decisions reach the audit log
+        auditing.close()
         bus.close()
         compliance.close()
+        audit_log.close()
 
     return app, close
 

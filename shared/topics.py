@@ -38,6 +38,7 @@ from shared.schemas.commands import (
 from shared.schemas.events import (
     EVENT_TYPES,
     TYPE_PREFIX,
+    ApiDecision,
     ErasureCompleted,
     EventEnvelope,
     MemoryAccessed,
@@ -125,6 +126,14 @@ ERASURE_COMPLETED = TopicSpec(
     "tenant id: one tenant's erasures stay ordered",
     "an erasure ran: counts and the subject's digest, never the content",
 )
+AUDIT_DECISION = TopicSpec(
+    ApiDecision.topic,
+    3,
+    30 * DAY_MS,
+    False,
+    "tenant id: one tenant's decisions stay ordered",
+    "the API's decisions, denials included (the audit log keeps them for good)",
+)
 
 # Commands: requests for work, consumed by the one service that does it, which
 # then publishes the fact. A week covers any outage of the worker.
@@ -178,6 +187,7 @@ FACT_TOPICS: tuple[TopicSpec, ...] = (
     MEMORY_DEMOTED,
     MEMORY_EXPIRED,
     ERASURE_COMPLETED,
+    AUDIT_DECISION,
 )
 COMMAND_TOPICS: tuple[TopicSpec, ...] = (
     ACTIVATION_BUILD,

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from services.governance.chain import GENESIS, record_hash, write_head
+from shared.ports.bus import EventBus, Subscription
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
+from shared.topics import FACT_TOPICS
 
 
 def audit_path(settings: Settings) -> Path:
@@ -144,3 +146,13 @@ class AuditLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def subscribe_audit(bus: EventBus, log: AuditLog, group: str) -> Subscription:
+    """Embedded mode: the audit subscriber on the in-process bus, in its own group,
+    on every fact topic (memory.*, erasure.completed, audit.decision)."""
+
+    def append(event: EventEnvelope) -> None:
+        log.append([AuditEntry(event.topic, event)])
+
+    return bus.subscribe(group, [spec.name for spec in FACT_TOPICS], append)

@@ -7,6 +7,7 @@ build may create as many apps as they like.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from services.interface import (
     routes_access,
     routes_adapters,
     routes_admin,
+    routes_audit,
     routes_chat,
     routes_compliance,
     routes_erasure,
@@ -23,6 +25,7 @@ from services.interface import (
     routes_namespaces,
     routes_search,
 )
+from services.interface.audit_trail import AuditTrailMiddleware, Publish, TenantOfKey
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
@@ -31,10 +34,12 @@ from shared.clients.inference_http import NoInference
 from shared.clients.scheduler_inproc import NoScheduler
 from shared.http_problems import install_problem_handlers
 from shared.http_telemetry import HttpTelemetryMiddleware, add_metrics_route
+from shared.ports.audit import AuditReader
 from shared.ports.bus import EventBus
 from shared.ports.inference import InferenceAPI
 from shared.ports.scheduler import SchedulerAPI
 from shared.ports.vault import VaultAPI
+from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
 
@@ -59,6 +64,7 @@ def create_app(
     scheduler: SchedulerAPI | None = None,
     inference: InferenceAPI | None = None,
     bus: EventBus | None = None,
+    audit: AuditReader | None = None,
 ) -> FastAPI:
     """The API v1 app over ``vault``, with ``scheduler`` for memory usage (without
     one, every memory reads as not yet tracked), ``inference`` for ``POST
@@ -82,6 +88,7 @@ def create_app(
     app.state.scheduler_api = scheduler if scheduler is not None else NoScheduler()
     app.state.inference = inference if inference is not None else NoInference()
     app.state.bus = bus
+    app.state.audit = audit  # GET /v1/audit (without one: 503)
     app.state.reader = MemReader(context_window=settings.search.context_window)
     app.state.extractor = build_extractor(settings.extractor)
 
@@ -97,11 +104,37 @@ def create_app(
         routes_erasure,
         routes_compliance,
         routes_access,
+        routes_audit,
     ):
         app.include_router(module.router)
     add_metrics_route(app)  # unauthenticated, like /healthz: route templates only, no tenant data
 
-    # Added last = outermost: the span covers the size check as well.
+    # Added last = outermost: the span covers the size check as well; the audit
+    # trail sees the size check's 413s too.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(
+        AuditTrailMiddleware, publish=_decision_sink(app, bus), tenant_of_key=_key_tenant(vault)
+    )
     app.add_middleware(HttpTelemetryMiddleware, service="interface")
     return app
+
+
+def _decision_sink(app: FastAPI, bus: EventBus | None) -> Publish:
+    """Decisions go on the bus (the audit subscriber logs them). Without a bus
+    (tests of the bare API) they are kept on ``app.state.decisions``."""
+    if bus is not None:
+        return lambda event: bus.publish(event.topic, event, key=event.tenant)
+    kept: deque[EventEnvelope] = deque(maxlen=10_000)
+    app.state.decisions = kept
+    return kept.append
+
+
+def _key_tenant(vault: VaultAPI) -> TenantOfKey:
+    def tenant(prefix: str) -> str | None:
+        try:
+            record = vault.find_api_key(prefix)
+        except Exception:  # an unreachable vault must not hide the denial itself
+            return None
+        return record.tenant if record is not None else None
+
+    return tenant

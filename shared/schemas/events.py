@@ -152,6 +152,25 @@ class ErasureCompleted(EventData):
     principal: str | None = None
 
 
+class ApiDecision(EventData):
+    """The outcome of one API request, denials included (docs/security.md).
+
+    Never the body, the query text or the key: the route template, the ids in the
+    path, who asked (principal and key prefix) and what was answered."""
+
+    topic: ClassVar[str] = "audit.decision"
+    request_id: str
+    method: str
+    route: str
+    path_ids: dict[str, str] = Field(default_factory=dict)
+    status: int
+    outcome: str = Field(description="allow | deny | reject | error")
+    code: str | None = None
+    principal: str | None = None
+    key_prefix: str | None = None
+    role: str | None = None
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.topic: cls
     for cls in (
@@ -163,6 +182,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         MemoryDemoted,
         MemoryExpired,
         ErasureCompleted,
+        ApiDecision,
     )
 }
 
