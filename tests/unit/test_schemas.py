@@ -91,6 +91,7 @@ def test_every_event_type_has_a_distinct_topic() -> None:
         "memory.demoted",
         "memory.expired",
         "erasure.completed",
+        "audit.decision",
     }
 
 
