@@ -153,6 +153,13 @@ class LimitSettings(_Group):
     max_namespaces_per_search: int = Field(default=50, ge=1)
     max_metadata_bytes: int = Field(default=16 * 1024, ge=64)
     max_tags: int = Field(default=64, ge=1)
+    # Per API key (per client address without one): 429 beyond it.
+    rate_limit_enabled: bool = True
+    rate_limit: str = Field(
+        default="100/second;5000/minute",
+        min_length=1,
+        description="`limits` notation, windows separated by `;` (services/interface/ratelimit.py)",
+    )
 
 
 class TelemetrySettings(_Group):

@@ -28,6 +28,8 @@ def api_settings(tmp_path: Path) -> Settings:
         embedder={"backend": "hashing"},
         inference={"backend": "fake"},
         trainer={"enabled": False},  # a train command must not load a real model here
+        # Tests send many requests quickly; tests/unit/test_rate_limit.py checks the limit.
+        limits={"rate_limit_enabled": False},
     )
 
 

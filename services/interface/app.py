@@ -29,6 +29,7 @@ from services.interface.audit_trail import AuditTrailMiddleware, Publish, Tenant
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
+from services.interface.ratelimit import RateLimitMiddleware
 from services.interface.reader import MemReader
 from shared.clients.inference_http import NoInference
 from shared.clients.scheduler_inproc import NoScheduler
@@ -112,6 +113,8 @@ def create_app(
     # Added last = outermost: the span covers the size check as well; the audit
     # trail sees the size check's 413s too.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    if settings.limits.rate_limit_enabled:
+        app.add_middleware(RateLimitMiddleware, rate_limit=settings.limits.rate_limit)
     app.add_middleware(
         AuditTrailMiddleware, publish=_decision_sink(app, bus), tenant_of_key=_key_tenant(vault)
     )
