@@ -107,7 +107,7 @@ def build_world(c: TestClient, data: st.DataObject) -> World:
                 perms = data.draw(
                     st.lists(st.sampled_from(PERMS), min_size=1, max_size=2, unique=True)
                 )
-                body = {"grantee": g, "permissions": perms}
+                body: dict[str, Any] = {"grantee": g, "permissions": perms}
                 ok(c.post(f"/v1/namespaces/{ns}/grants", json=body, headers=admin_h), 201)
                 w.grants.setdefault(ns, set()).add(g)
     return w
@@ -151,12 +151,14 @@ def test_no_response_carries_what_the_caller_may_not_read(data: st.DataObject) -
 
     register_fake()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Settings(  # type: ignore[arg-type]
-            data_dir=Path(tmp),
-            admin_key=ADMIN_KEY,
-            embedder={"backend": "hashing"},
-            inference={"backend": "fake"},
-            trainer={"enabled": False},
+        cfg = Settings.model_validate(
+            {
+                "data_dir": Path(tmp),
+                "admin_key": ADMIN_KEY,
+                "embedder": {"backend": "hashing"},
+                "inference": {"backend": "fake"},
+                "trainer": {"enabled": False},
+            }
         )
         app, close = build_embedded(cfg)
         try:
