@@ -341,6 +341,16 @@ class GovernanceSettings(_Group):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.2, gt=0, le=10)
     fsync: bool = True
+    # How the interface reads the audit log in distributed mode (GET /v1/audit):
+    # the governance web server's internal route. Empty: this machine's web_port.
+    url: str = ""
+    timeout_s: float = Field(default=30.0, gt=0)
+    service_token: SecretStr | None = Field(
+        default=None, description="shared secret the governance internal API requires, if set"
+    )
+
+    def base_url(self) -> str:
+        return self.url or f"http://127.0.0.1:{self.web_port}"
 
 
 class ComplianceSettings(_Group):

@@ -18,6 +18,7 @@ and write their own file).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,10 @@ import faust
 from pydantic import ValidationError
 
 from services.governance.audit import AuditEntry, AuditLog, audit_path
+from services.governance.query import FileAuditReader
 from shared.faust_worker import abort_worker, send_dead_letter
 from shared.metrics import EVENTS_CONSUMED
+from shared.ports.audit import AuditQuery
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
 from shared.streams import add_observability, event_topic, make_faust_app
@@ -94,6 +97,28 @@ def create_app(settings: Settings) -> GovernanceStream:
     @app.page("/stats/audit")
     async def audit_stats(web: Any, request: Any) -> Any:
         return web.json({**counters, "entries": len(audit), "path": str(audit.path)})
+
+    reader = FileAuditReader(audit.path)
+    token = cfg.service_token.get_secret_value() if cfg.service_token else None
+
+    @app.page("/internal/audit")
+    async def audit_query(web: Any, request: Any) -> Any:
+        # The interface's GET /v1/audit in distributed mode: it has already checked
+        # the caller's role and passes the caller's tenant; the service token keeps
+        # other callers out (compared in constant time).
+        given = request.headers.get("X-Memgrid-Service-Token", "").encode()
+        if token is not None and not hmac.compare_digest(given, token.encode()):
+            return web.json({"code": "unauthorized"}, status=401)
+        params = dict(request.query)
+        tenant = params.pop("tenant", "")
+        try:
+            q = AuditQuery.model_validate(params)
+        except ValidationError as exc:
+            return web.json({"code": "validation_failed", "detail": str(exc)}, status=422)
+        if not tenant:
+            return web.json({"code": "validation_failed", "detail": "tenant"}, status=422)
+        page = await asyncio.to_thread(reader.query, tenant, q)
+        return web.json(page.model_dump(mode="json"))
 
     add_observability(app, settings, "governance")
     return GovernanceStream(app, audit)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from shared.adapters import create_event_bus
+from shared.clients.audit_http import HttpAuditReader
 from shared.clients.inference_http import HttpInference, NoInference
 from shared.clients.scheduler_http import HttpScheduler
 from shared.clients.vault_http import HttpVault
@@ -69,7 +70,9 @@ def serve(settings: Settings) -> None:
     # POST /v1/namespaces/{id}/adapters publishes TrainAdapter commands (the trainer
     # consumes them); the interface only publishes, it subscribes to nothing.
     bus = LazyBus(settings.bus)
-    app = create_app(settings, vault, scheduler, inference, bus=bus)
+    # GET /v1/audit reads the governance worker's log through its internal route.
+    audit = HttpAuditReader(settings.governance)
+    app = create_app(settings, vault, scheduler, inference, bus=bus, audit=audit)
     print(f"memgrid interface on http://{settings.host}:{settings.port}", flush=True)
     print(
         f"  vault {settings.vault.url}, scheduler {scheduler.url}, inference {cfg.url}", flush=True
