@@ -107,8 +107,8 @@ def build_world(c: TestClient, data: st.DataObject) -> World:
                 perms = data.draw(
                     st.lists(st.sampled_from(PERMS), min_size=1, max_size=2, unique=True)
                 )
-                body: dict[str, Any] = {"grantee": g, "permissions": perms}
-                ok(c.post(f"/v1/namespaces/{ns}/grants", json=body, headers=admin_h), 201)
+                grant: dict[str, Any] = {"grantee": g, "permissions": perms}
+                ok(c.post(f"/v1/namespaces/{ns}/grants", json=grant, headers=admin_h), 201)
                 w.grants.setdefault(ns, set()).add(g)
     return w
 
