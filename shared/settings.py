@@ -157,7 +157,9 @@ class LimitSettings(_Group):
     rate_limit_enabled: bool = True
     rate_limit: str = Field(
         default="100/second;5000/minute",
-        min_length=1,
+        # What `limits.parse_many` accepts, so a typo fails at startup as a settings error.
+        pattern=r"^\s*\d+\s*(?:/|per)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
+        r"(?:[;,|]\s*\d+\s*(?:/|per)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*)*$",
         description="`limits` notation, windows separated by `;` (services/interface/ratelimit.py)",
     )
 

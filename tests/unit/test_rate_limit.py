@@ -72,3 +72,19 @@ def _tenant_of(c: TestClient, key: str) -> str:
     vault = c.app.state.vault  # type: ignore[attr-defined]
     record = vault.find_api_key(prefix)
     return str(record.tenant)
+
+
+@pytest.mark.parametrize("bad", ["lots", "5/fortnight", "5/second;", "/minute"])
+def test_a_malformed_rate_limit_is_a_settings_error(bad: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings(limits={"rate_limit": bad})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", ["100/second;5000/minute", "10 per 2 minutes", "7/hour"])
+def test_well_formed_rate_limits_parse(good: str) -> None:
+    from limits import parse_many
+
+    settings = Settings(limits={"rate_limit": good})  # type: ignore[arg-type]
+    assert parse_many(settings.limits.rate_limit)
