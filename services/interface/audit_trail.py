@@ -67,26 +67,33 @@ class AuditTrailMiddleware:
             return
         held: Message | None = None
         decided = False
+        refused = False  # the decision was not published: 503 went out instead
 
         async def audited_send(message: Message) -> None:
-            nonlocal held, decided
+            nonlocal held, decided, refused
+            if refused:
+                return  # the app's own answer is dropped: the client has the 503
             if decided:
                 await send(message)
                 return
             if message["type"] == "http.response.start":
                 if int(message["status"]) < 400:
-                    await self._decide(scope, int(message["status"]), None, send)
                     decided = True
-                    await send(message)
+                    if await self._decide(scope, int(message["status"]), None, send):
+                        await send(message)
+                    else:
+                        refused = True
                 else:
                     held = message  # wait for the body: it names the problem code
                 return
             if message["type"] == "http.response.body" and held is not None:
                 code = _problem_code(message.get("body", b""))
+                decided = True
                 if await self._decide(scope, int(held["status"]), code, send):
                     await send(held)
                     await send(message)
-                decided = True
+                else:
+                    refused = True
                 return
             await send(message)
 
