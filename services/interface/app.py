@@ -26,6 +26,7 @@ from services.interface import (
     routes_search,
 )
 from services.interface.audit_trail import AuditTrailMiddleware, Publish, TenantOfKey
+from services.interface.decision_spool import SpooledPublisher
 from services.interface.extractors import build_extractor
 from services.interface.limits import BodyLimitMiddleware
 from services.interface.openapi import custom_openapi
@@ -54,6 +55,9 @@ Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    spool = getattr(app.state, "decision_spool", None)
+    if spool is not None:
+        spool.close()
     close = getattr(app.state.extractor, "close", None)
     if callable(close):  # the extractor's HTTP client
         close()
@@ -116,17 +120,22 @@ def create_app(
     if settings.limits.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, rate_limit=settings.limits.rate_limit)
     app.add_middleware(
-        AuditTrailMiddleware, publish=_decision_sink(app, bus), tenant_of_key=_key_tenant(vault)
+        AuditTrailMiddleware,
+        publish=_decision_sink(app, bus, settings),
+        tenant_of_key=_key_tenant(vault),
     )
     app.add_middleware(HttpTelemetryMiddleware, service="interface")
     return app
 
 
-def _decision_sink(app: FastAPI, bus: EventBus | None) -> Publish:
-    """Decisions go on the bus (the audit subscriber logs them). Without a bus
-    (tests of the bare API) they are kept on ``app.state.decisions``."""
+def _decision_sink(app: FastAPI, bus: EventBus | None, settings: Settings) -> Publish:
+    """Decisions go on the bus (the audit subscriber logs them), through a local
+    spool while the bus is down. Without a bus (tests of the bare API) they are
+    kept on ``app.state.decisions``."""
     if bus is not None:
-        return lambda event: bus.publish(event.topic, event, key=event.tenant)
+        spool = SpooledPublisher(bus, settings.data_dir / "interface" / "decisions.spool")
+        app.state.decision_spool = spool
+        return spool
     kept: deque[EventEnvelope] = deque(maxlen=10_000)
     app.state.decisions = kept
     return kept.append

@@ -276,9 +276,7 @@ def test_train_without_a_bus_is_503(api_settings: Settings) -> None:
 def test_the_interface_process_connects_its_bus_on_first_use(
     api_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Distributed mode: the bus is connected on first use and a broker that is down
-    answers 503 (the API's decisions are audited on the bus, fail closed:
-    docs/security.md) until it is back — then everything works, training included."""
+    """Distributed mode: a broker that is down makes training 503, not the API."""
     from services.interface import main as interface_main
     from services.interface.app import create_app
     from services.vault.factory import build_vault
@@ -297,20 +295,32 @@ def test_the_interface_process_connects_its_bus_on_first_use(
     try:
         with TestClient(create_app(api_settings, vault, bus=bus)) as client:
             admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-            r = client.post("/v1/tenants", json={"name": "a"}, headers=admin)
-            assert (r.status_code, r.json()["code"]) == (503, "audit_unavailable")
-            down = False
             key = client.post("/v1/tenants", json={"name": "a"}, headers=admin).json()["api_key"]
             h = {"Authorization": f"Bearer {key}"}
             ns = client.post("/v1/namespaces", json={"name": "n"}, headers=h).json()["id"]
             r = client.post(f"/v1/namespaces/{ns}/memories", json={"text": "Ana"}, headers=h)
             body = {"cube_ids": [r.json()["memories"][0]["id"]]}
+            r = client.post(f"/v1/namespaces/{ns}/adapters", json=body, headers=h)
+            assert (r.status_code, r.json()["code"]) == (503, "bus_unavailable")
+            # Every request above was answered although its decision could not go
+            # on the bus: the decisions wait in the spool and go when it is back.
+            spool = client.app.state.decision_spool  # type: ignore[attr-defined]
+            assert spool.path.exists()
+            down = False
             got: list[EventEnvelope] = []
             sub = bus.subscribe("t", [TrainAdapter.topic], got.append)
             r = client.post(f"/v1/namespaces/{ns}/adapters", json=body, headers=h)
             assert r.status_code == 202, r.text
             bus.flush()
             assert [e.id for e in got] == [r.json()["command_id"]]
+            decisions: list[EventEnvelope] = []
+            audit = bus.subscribe("audit-probe", ["audit.decision"], decisions.append)
+            assert spool.drain() >= 0
+            bus.flush()
+            assert not spool.path.exists()
+            routes = [e.data["route"] for e in decisions]
+            assert "/v1/tenants" in routes and "/v1/namespaces/{namespace_id}/adapters" in routes
+            audit.close()
             sub.close()
     finally:
         bus.close()
