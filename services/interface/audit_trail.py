@@ -1,9 +1,9 @@
 """The API's decisions as audit events: one ``audit.decision`` per /v1 request.
 
-Pure ASGI middleware. It holds the response until the decision is published:
-the audit subscriber (services/governance) appends it to the hash-chained log.
-If the decision cannot be published the request fails closed with 503
-``audit_unavailable`` — an unaudited answer, a denial above all, is what an
+Pure ASGI middleware. It holds the response until the decision is published
+or durably spooled (services/interface/decision_spool.py): the audit subscriber
+(services/governance) appends it to the hash-chained log. If neither can be
+done the request fails closed with 503 ``audit_unavailable`` — an unaudited answer, a denial above all, is what an
 auditor must be able to rule out. What goes in: the route template, the ids in
 the path, the caller (principal, role, key prefix: never the key), the status,
 the outcome and the problem code. Never the body or the query.
