@@ -6,7 +6,8 @@ or durably spooled (services/interface/decision_spool.py): the audit subscriber
 done the request fails closed with 503 ``audit_unavailable``: an unaudited
 answer, a denial above all, is what an auditor must be able to rule out. What
 goes in: the route template, the ids in the path, the caller (principal, role,
-key prefix: never the key), the status, the outcome and the problem code. Never the body or the query.
+key prefix: never the key), the status, the outcome and the problem code; never
+the body or the query.
 
 Outcome: 2xx/3xx ``allow``; 401, 403, 404 and 429 ``deny`` (a 404 is how the
 vault refuses what the caller may not see); other 4xx ``reject``; 5xx ``error``.
