@@ -48,6 +48,8 @@ def api_client(request: pytest.FixtureRequest, api_settings: Settings) -> Iterat
             close()
         return
 
+    from services.governance.audit import audit_path
+    from services.governance.query import FileAuditReader
     from services.inference.app import create_app as create_inference_app
     from services.inference.chat import ChatEngine
     from services.interface.app import create_app
@@ -70,7 +72,9 @@ def api_client(request: pytest.FixtureRequest, api_settings: Settings) -> Iterat
             with TestClient(create_inference_app(api_settings, engine)) as inf:
                 inference = HttpInference(api_settings.inference.serve, client=inf)
                 vault_api = HttpVault(api_settings.vault, client=internal)
-                app = create_app(api_settings, vault_api, None, inference)
+                # No bus here, so no audit subscriber: GET /v1/audit reads an empty log.
+                audit = FileAuditReader(audit_path(api_settings))
+                app = create_app(api_settings, vault_api, None, inference, audit=audit)
                 with TestClient(app) as client:
                     yield client
     finally:

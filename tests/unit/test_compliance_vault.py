@@ -65,6 +65,8 @@ def set_policy(env: Env, **fields: object) -> None:
 def test_only_a_tenant_admin_changes_a_policy(env: Env) -> None:
     for role in ("member", "agent", "auditor"):
         other = env.caller.model_copy(update={"role": role})
+        # Even the namespace's own admin: policies are the tenant admin's.
+        env.vault.access_admin.grant_creator(other, env.ns)
         with pytest.raises(MemgridError) as err:
             env.vault.update_namespace_policy(other, env.ns, NamespacePolicy(legal_hold=True))
         assert (err.value.status, err.value.code) == (403, "permission_denied")
@@ -172,6 +174,7 @@ def test_over_the_internal_api_too(env: Env) -> None:
     with TestClient(create_app(settings, env.vault)) as internal:
         http = HttpVault(settings.vault, client=internal)
         member = env.caller.model_copy(update={"role": "member"})
+        env.vault.access_admin.grant_creator(member, env.ns)  # it administers the namespace
         with pytest.raises(MemgridError) as err:
             http.update_namespace_policy(member, env.ns, NamespacePolicy(legal_hold=True))
         assert (err.value.status, err.value.code) == (403, "permission_denied")
