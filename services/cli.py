@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from services import cli_audit, cli_compliance
+from services import cli_audit, cli_compliance, cli_setup
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     _adapters_parser(sub)
     cli_compliance.add_parser(sub)
     cli_audit.add_parser(sub)
+    cli_setup.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         code: int = args.fn(args)
