@@ -8,7 +8,7 @@ STAMP_RUN := $(VENV)/.stamp-run
 STAMP_TEST := $(VENV)/.stamp-test
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit contract integration e2e bench clean help run-distributed down
+.PHONY: run test lint unit contract integration e2e bench clean help run-distributed down helm-test
 
 help:
 	@echo "make run    - install and start memgrid (embedded) on http://127.0.0.1:$${MEMGRID_PORT:-8080}"
@@ -44,9 +44,18 @@ contract: $(STAMP_TEST)
 
 # The whole suite, integration and e2e included: the servers they need are
 # installed (first time: minutes, then cached in ~/.cache/memgrid) and started.
-test: lint
+test: lint helm-test
 	python3 infra/local/memgrid_infra.py up
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The Helm chart and the Dockerfile (docs/operations.md): helm lint --strict, renders
+# with the default and the production-like values validated offline against the
+# Kubernetes schemas, hadolint, then the rendering tests. helm is built once from
+# the Go module proxy into ~/.cache/memgrid/tools (infra/tools/helm_tool.py).
+helm-test: $(STAMP_TEST)
+	python3 infra/tools/helm_tool.py install
+	bash infra/helm/check.sh $(BIN)
+	$(BIN)/pytest -m helm tests/helm $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/search_scale.py

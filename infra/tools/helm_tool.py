@@ -7,8 +7,8 @@
 Helm ships no Debian or PyPI package, and its release binaries are downloads
 from outside the package registries, which CI cannot reach. So the official
 source is built with `go install` from the Go module proxy, pinned to one
-version, into ~/.cache/memgrid/tools/helm-<version>/. A cached build is reused; the first one takes a few minutes
-(modules, then compiling on the machine's cores).
+version, into ~/.cache/memgrid/tools/helm-<version>/. A cached build is
+reused; the first one takes a few minutes (modules, then compiling).
 
 The Kubernetes schemas for offline validation come from PyPI instead
 (kubernetes-validate, in the `test` extra): see infra/helm/validate.py.
