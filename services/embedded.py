@@ -7,6 +7,7 @@ HTTP and Kafka in distributed mode.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -28,6 +29,8 @@ from shared.ports.inference import InferenceAPI
 from shared.schemas.memcube import utcnow
 from shared.settings import Settings
 from shared.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
 
 
 def build_embedded(
@@ -87,7 +90,10 @@ def build_embedded(
         scheduler.close()  # first: its last tick may still call the vault
         vault.close()
         scanning.close()
-        bus.flush()  # the last decisions reach the audit log
+        try:
+            bus.flush(timeout_s=120)  # the last facts and decisions reach the audit log
+        except TimeoutError:
+            log.warning("embedded shutdown: the audit log did not catch up with the bus")
         auditing.close()
         bus.close()
         compliance.close()
