@@ -391,3 +391,23 @@ def test_the_schema_check_catches_unknown_fields(default: Rendered) -> None:
     broken = {**doc, "spec": {**doc["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+def test_a_service_image_can_be_pinned_for_a_staged_upgrade(render: Render) -> None:
+    r = render(
+        strings={
+            "image.tag": "0.2.0",
+            "services.interface.imageTag": "0.1.0",
+            "services.inference.imageTag": "0.1.0",
+        }
+    )
+    tags = {n: r.container(n)["image"].rsplit(":", 1)[1] for n in (*SERVICES, "setup")}
+    assert tags == {
+        "interface": "0.1.0",
+        "vault": "0.2.0",
+        "scheduler": "0.2.0",
+        "governance": "0.2.0",
+        "trainer": "0.2.0",
+        "inference": "0.1.0",
+        "setup": "0.2.0",
+    }

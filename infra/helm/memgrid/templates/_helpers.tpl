@@ -36,8 +36,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* "<repository>-<target>:<tag>"; a service's imageTag pins it during a staged upgrade. */}}
 {{- define "memgrid.image" -}}
-{{- $tag := default .root.Chart.AppVersion .root.Values.image.tag -}}
+{{- $tag := .tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
 {{- printf "%s-%s:%s" .root.Values.image.repository .target $tag -}}
 {{- end -}}
 
