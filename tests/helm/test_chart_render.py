@@ -59,7 +59,7 @@ def test_probes_use_healthz_and_a_readiness_that_checks_dependencies(default: Re
         c = default.container(name)
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
-        # governance serves only /healthz; every other service's /readyz asks its
+        # governance serves only /healthz; the others' /readyz asks their
         # dependencies (vault, Neo4j, the scheduler's restored tables).
         expected = "/healthz" if name == "governance" else "/readyz"
         assert c["readinessProbe"]["httpGet"]["path"] == expected
