@@ -71,8 +71,12 @@ def test_every_setting_the_chart_sets_is_a_real_settings_field_and_loads(
 ) -> None:
     rendered: Rendered = request.getfixturevalue(values)
     for name in (*SERVICES, "setup"):
+        container = rendered.container(name)
+        # A container's own env holds secret references only; settings are in its ConfigMap.
+        inline = [e["name"] for e in container["env"] if "valueFrom" not in e]
+        assert not [n for n in inline if n.startswith("MEMGRID_")], name
         env = dict(rendered.config(name))
-        env.update({n: "x-secret-value" for n in _secret_refs(rendered.container(name))})
+        env.update({n: "x-secret-value" for n in _secret_refs(container)})
         assert all(n.startswith("MEMGRID_") for n in env)
         assert unknown_env_settings(env) == [], name
         # The values must parse too (ports, booleans, URLs): as the service would.
