@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.otlp_sink import OtlpSink
 from tests.e2e.support import (
     Collector,
     GraphProbe,
@@ -77,8 +78,21 @@ def settings_env(infra: Infra) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def otlp_sink() -> Iterator[OtlpSink]:
+    """Where every process of the stack exports its spans (OTLP over HTTP)."""
+    sink = OtlpSink().start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(
-    infra: Infra, settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    infra: Infra,
+    settings_env: dict[str, str],
+    otlp_sink: OtlpSink,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     launcher = load_launcher()
     run_dir: Path = tmp_path_factory.mktemp("run")
@@ -114,10 +128,10 @@ def stack(
             "MEMGRID_TRAINER__LORA_DROPOUT": "0",
             "MEMGRID_TRAINER__BASE_SAMPLES": "0",
             "MEMGRID_TRAINER__MAX_CONTROL_PPL_INCREASE": "1.0",
-            # Every process appends its finished spans to a file here, so that
-            # test_tracing can follow one trace across the processes.
-            "MEMGRID_TELEMETRY__EXPORTER": "file",
-            "MEMGRID_TELEMETRY__SPANS_DIR": str(run_dir / "spans"),
+            # Every process exports its spans over OTLP to the test's in-memory
+            # receiver, so that test_tracing can follow one trace across them.
+            "MEMGRID_TELEMETRY__EXPORTER": "otlp",
+            "MEMGRID_TELEMETRY__OTLP_ENDPOINT": otlp_sink.endpoint,
         },
         start_timeout_s=240.0,
     )

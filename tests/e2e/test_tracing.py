@@ -2,37 +2,23 @@
 HTTP span, the vault's (over HTTP), the Kafka send span of memory.created and
 the scheduler's process span, each the parent of the next.
 
-Every process of the stack writes its finished spans to
-``<run_dir>/spans/<service>-<pid>.jsonl`` (telemetry.exporter=file, set in
-conftest); the test sends its own traceparent, so that its trace id finds the
-spans of this request among everybody's."""
+Every process of the stack exports its spans over OTLP/HTTP (telemetry.exporter
+=otlp, set in conftest) to an in-memory receiver in the test process
+(tests/e2e/otlp_sink.py); the test sends its own traceparent, so that its trace
+id finds the spans of this request among everybody's."""
 
 from __future__ import annotations
 
-import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.otlp_sink import OtlpSink
 from tests.e2e.support import Stack, Tenant, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def all_spans(spans_dir: Path, pattern: str = "*.jsonl") -> list[dict[str, Any]]:
-    spans = []
-    for path in sorted(spans_dir.glob(pattern)):
-        for line in path.read_text().splitlines():
-            if line.endswith("}"):  # a line another process is writing may be incomplete
-                spans.append(json.loads(line))
-    return spans
-
-
-def read_spans(spans_dir: Path, trace_id: str) -> list[dict[str, Any]]:
-    return [s for s in all_spans(spans_dir) if s["trace_id"] == trace_id]
 
 
 def chain(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,9 +30,8 @@ def chain(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[dict[s
 
 
 def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
-    stack: Stack, tenant: Tenant
+    stack: Stack, tenant: Tenant, otlp_sink: OtlpSink
 ) -> None:
-    spans_dir = Path(stack.cfg.run_dir) / "spans"
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     r = tenant.http.post(
         f"/v1/namespaces/{tenant.namespace}/memories",
@@ -57,7 +42,7 @@ def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
     cube = r.json()["memories"][0]["id"]
 
     def scheduler_span() -> dict[str, Any] | None:
-        for s in read_spans(spans_dir, trace_id):
+        for s in otlp_sink.spans(trace_id):
             if (
                 s["service"].endswith("-scheduler")
                 and s["kind"] == "CONSUMER"
@@ -67,7 +52,7 @@ def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
         return None
 
     processed = wait_until(scheduler_span, 60, "the scheduler's span of memory.created")
-    spans = read_spans(spans_dir, trace_id)
+    spans = otlp_sink.spans(trace_id)
     by_id = {s["span_id"]: s for s in spans}
     assert {s["trace_id"] for s in spans} == {trace_id}
 
@@ -99,7 +84,7 @@ def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
         return any(
             s["service"].endswith("-governance")
             and {"trace_id": trace_id, "span_id": send["span_id"]} in s["links"]
-            for s in all_spans(spans_dir, "governance-*.jsonl")
+            for s in otlp_sink.spans()
         )
 
     wait_until(audit_linked, 60, "the governance batch span linked to the send span")
