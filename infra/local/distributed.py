@@ -52,7 +52,7 @@ HEALTH = {
     "vault": "/healthz",
     "interface": "/healthz",
     "scheduler": "/readyz",
-    "governance": "/healthz",
+    "governance": "/readyz",  # its partitions assigned, its log writable
     "trainer": "/readyz",  # the vault answers it
 }
 MARKER = "--service"  # part of every service's command line (pid ownership check)

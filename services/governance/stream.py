@@ -7,8 +7,10 @@ returned, i.e. after the lines are fsynced, so a committed offset never points
 past an event missing from the log. A message that is not a valid envelope
 goes to the dead-letter topic with the error.
 
-Web (faust's server on ``governance.web_port``): ``GET /healthz``,
-``GET /stats/audit`` (entries, path).
+Web (faust's server on ``governance.web_port``): ``GET /healthz``;
+``GET /readyz`` (503 while the audit log's directory is not writable or the
+worker holds no partition of the fact topics, i.e. before its first rebalance
+ends); ``GET /stats/audit`` (entries, path).
 
 One worker per audit log: the log is a local file, so the app is meant to run
 as a single process (several workers would each hold part of the partitions
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +96,20 @@ def create_app(settings: Settings) -> GovernanceStream:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        if not os.access(audit.path.parent, os.W_OK):
+            return web.json(
+                {"code": "audit_log_unwritable", "detail": f"{audit.path.parent} is not writable"},
+                status=503,
+            )
+        if app.rebalancing or not app.consumer.assignment():
+            return web.json(
+                {"code": "rebalancing", "detail": "no partition of the fact topics assigned yet"},
+                status=503,
+            )
+        return web.json({"status": "ready"})
 
     @app.page("/stats/audit")
     async def audit_stats(web: Any, request: Any) -> Any:

@@ -101,3 +101,12 @@ def test_every_service_serves_prometheus_metrics(stack: Stack, tenant: Tenant) -
         assert "process_cpu_seconds_total" in r.text, service
     vault = httpx.get(f"{stack.url('vault')}/metrics", timeout=10).text
     assert 'memgrid_events_published_total{topic="memory.created"}' in vault
+
+
+def test_every_service_answers_its_readiness_probe(stack: Stack) -> None:
+    # The chart's readinessProbe paths: each checks the service's dependencies.
+    assert httpx.get(f"{stack.api}/readyz", timeout=10).status_code == 200
+    for service in ("vault", "scheduler", "governance", "trainer"):
+        r = httpx.get(f"{stack.url(service)}/readyz", timeout=10)
+        assert r.status_code == 200, (service, r.text[:200])
+        assert r.json()["status"] == "ready", service

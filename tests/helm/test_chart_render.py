@@ -59,10 +59,9 @@ def test_probes_use_healthz_and_a_readiness_that_checks_dependencies(default: Re
         c = default.container(name)
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
-        # governance serves only /healthz; the others' /readyz asks their
-        # dependencies (vault, Neo4j, the scheduler's restored tables).
-        expected = "/healthz" if name == "governance" else "/readyz"
-        assert c["readinessProbe"]["httpGet"]["path"] == expected
+        # /readyz asks each service's dependencies (vault, Neo4j, the scheduler's
+        # restored tables, governance's writable log and assigned partitions).
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
 @pytest.mark.parametrize("values", ["default", "production"])
