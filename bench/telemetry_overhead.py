@@ -1,13 +1,15 @@
 """What tracing costs an API request: embedded memgrid with and without spans.
 
-Three configurations of the same embedded app (Prometheus metrics are always on
+Four configurations of the same embedded app (Prometheus metrics are always on
 in all three, so the figures isolate tracing):
 
   none    telemetry.exporter=none: no span is recorded (the default; baseline)
   memory  every span recorded and kept in process: the cost of making spans
   otlp    every span exported over OTLP/HTTP by the SDK's batch processor to a
           receiver in this script's process (tests/e2e/otlp_sink.py), as to a
-          collector: the production setting
+          collector
+  otlp-10 the same with telemetry.sample_ratio=0.1: one new trace in ten
+          recorded and exported (the chart's production values)
 
 Tracing is set up once per process, so each configuration of each run is a
 fresh child process; the runs interleave the configurations (none, memory,
@@ -34,14 +36,21 @@ from typing import Any
 
 from common import ROOT, embedded_client, median, percentile
 
-CONFIGS = ("none", "memory", "otlp")
+# name -> (telemetry.exporter, telemetry.sample_ratio)
+CONFIGS = {"none": ("none", 1.0), "memory": ("memory", 1.0), "otlp": ("otlp", 1.0)}
+CONFIGS["otlp-10"] = ("otlp", 0.1)
 WARMUP = 20
 
 
-def child(exporter: str, endpoint: str, adds: int, searches: int) -> dict[str, Any]:
+def child(config: str, endpoint: str, adds: int, searches: int) -> dict[str, Any]:
     from shared.settings import TelemetrySettings
 
-    telemetry = TelemetrySettings(exporter=exporter, otlp_endpoint=endpoint)  # type: ignore[arg-type]
+    exporter, ratio = CONFIGS[config]
+    telemetry = TelemetrySettings(
+        exporter=exporter,  # type: ignore[arg-type]
+        otlp_endpoint=endpoint,
+        sample_ratio=ratio,
+    )
     overrides = {"telemetry": telemetry, "embedder": {"backend": "hashing"}}
     with embedded_client(**overrides) as client:
         ns = client.post("/v1/namespaces", json={"name": "bench"}).json()["id"]
@@ -72,12 +81,12 @@ def child(exporter: str, endpoint: str, adds: int, searches: int) -> dict[str, A
     return out
 
 
-def run_child(exporter: str, endpoint: str, adds: int, searches: int) -> dict[str, list[float]]:
-    cmd = [sys.executable, __file__, "--child", exporter, "--endpoint", endpoint]
+def run_child(config: str, endpoint: str, adds: int, searches: int) -> dict[str, list[float]]:
+    cmd = [sys.executable, __file__, "--child", config, "--endpoint", endpoint]
     cmd += ["--adds", str(adds), "--searches", str(searches)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     if done.returncode != 0:
-        raise SystemExit(f"{exporter} child failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{config} child failed:\n{done.stderr[-3000:]}")
     result: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -87,7 +96,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--adds", type=int, default=300)
     parser.add_argument("--searches", type=int, default=300)
-    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,20 +110,20 @@ def main() -> None:
     stats: dict[str, dict[str, list[tuple[float, float]]]] = {
         c: {"add": [], "search": []} for c in CONFIGS
     }
-    spans_per_request: list[float] = []
+    spans_per_request: dict[str, list[float]] = {"otlp": [], "otlp-10": []}
     print(f"{args.runs} runs x {args.adds} adds + {args.searches} searches per configuration")
     try:
         for run in range(1, args.runs + 1):
             for config in CONFIGS:
                 before = len(sink.spans())
                 lat = run_child(config, sink.endpoint, args.adds, args.searches)
-                if config == "otlp":
+                if config in spans_per_request:
                     requests = 2 * WARMUP + args.adds + args.searches + 2
-                    spans_per_request.append((len(sink.spans()) - before) / requests)
+                    spans_per_request[config].append((len(sink.spans()) - before) / requests)
                 for op, values in lat.items():
                     stats[config][op].append((percentile(values, 50), percentile(values, 99)))
                     print(
-                        f"run {run} {config:6} {op:6} p50 {percentile(values, 50):7.2f} ms"
+                        f"run {run} {config:7} {op:6} p50 {percentile(values, 50):7.2f} ms"
                         f"  p99 {percentile(values, 99):7.2f} ms",
                         flush=True,
                     )
@@ -131,7 +140,8 @@ def main() -> None:
             p99 = median([p for _, p in stats[config][op]])
             print(f"| {config} | {op} | {p50:.2f} | {p99:.2f} | {p50 / base:.3f} |")
     print()
-    print(f"otlp: {median(spans_per_request):.1f} spans exported per request (median over runs)")
+    for config, counts in spans_per_request.items():
+        print(f"{config}: {median(counts):.1f} spans exported per request (median over runs)")
     print(f"cpu: {os.cpu_count()} cores")
 
 

@@ -174,6 +174,13 @@ class TelemetrySettings(_Group):
 
     exporter: Literal["none", "console", "otlp", "memory", "file"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of new traces recorded; a caller's or producer's sampling"
+        " decision (the traceparent's flag) is always followed, so a trace is whole or absent",
+    )
     service_name: str = "memgrid"
     spans_dir: Path | None = Field(
         default=None, description="the directory exporter=file writes to (required by it)"

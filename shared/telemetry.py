@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -63,39 +64,51 @@ def setup_tracing(cfg: TelemetrySettings, service: str) -> InMemorySpanExporter 
         if "provider" in _configured:
             exp = _configured.get("memory")
             return exp if isinstance(exp, InMemorySpanExporter) else None
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": f"{cfg.service_name}-{service}"})
-        )
-        memory: InMemorySpanExporter | None = None
-        if cfg.exporter == "console":
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-        elif cfg.exporter == "memory":
-            memory = InMemorySpanExporter()
-            provider.add_span_processor(SimpleSpanProcessor(memory))
-        elif cfg.exporter == "file":
-            if cfg.spans_dir is None:
-                raise ConfigError("telemetry.exporter=file needs telemetry.spans_dir")
-            path = Path(cfg.spans_dir) / f"{service}-{os.getpid()}.jsonl"
-            # Simple (synchronous) processor: a span is on disk once it ended,
-            # so a reader in another process sees it without a flush.
-            provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
-        elif cfg.exporter == "otlp":
-            try:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter,
-                )
-            except ImportError as exc:
-                raise ConfigError(
-                    "telemetry.exporter=otlp needs the 'otlp' extra: pip install memgrid[otlp]"
-                ) from exc
-            provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=cfg.otlp_endpoint))
-            )
+        provider, memory = build_provider(cfg, service)
         trace.set_tracer_provider(provider)
         _configured["provider"] = provider
         _configured["memory"] = memory
         _configured["exporting"] = cfg.exporter != "none"
         return memory
+
+
+def build_provider(
+    cfg: TelemetrySettings, service: str
+) -> tuple[TracerProvider, InMemorySpanExporter | None]:
+    """The provider ``setup_tracing`` installs (not installed here), and its
+    in-memory exporter when ``exporter == "memory"``."""
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"{cfg.service_name}-{service}"}),
+        # The root decides (by trace id) and every process after it follows the
+        # traceparent's sampled flag: sampling never cuts a trace in half.
+        sampler=ParentBased(TraceIdRatioBased(cfg.sample_ratio)),
+    )
+    memory: InMemorySpanExporter | None = None
+    if cfg.exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    elif cfg.exporter == "memory":
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+    elif cfg.exporter == "file":
+        if cfg.spans_dir is None:
+            raise ConfigError("telemetry.exporter=file needs telemetry.spans_dir")
+        path = Path(cfg.spans_dir) / f"{service}-{os.getpid()}.jsonl"
+        # Simple (synchronous) processor: a span is on disk once it ended,
+        # so a reader in another process sees it without a flush.
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+    elif cfg.exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
+        except ImportError as exc:
+            raise ConfigError(
+                "telemetry.exporter=otlp needs the 'otlp' extra: pip install memgrid[otlp]"
+            ) from exc
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=cfg.otlp_endpoint))
+        )
+    return provider, memory
 
 
 def tracing_enabled() -> bool:

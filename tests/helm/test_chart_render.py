@@ -217,6 +217,7 @@ def test_external_servers_need_their_credentials(helm: str) -> None:
         ({"services.scheduler.replicas": "13"}, {}, "maximum"),
         ({"services.vault.replica": "2"}, {}, "replica"),
         ({}, {"kafka.url": "http://kafka:9092"}, "kafka/url"),
+        ({"settings.telemetry.sampleRatio": "1.5"}, {}, "sampleRatio"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(
@@ -353,6 +354,10 @@ def test_production_uses_external_servers_and_a_ray_cluster(production: Rendered
     assert production.config("vault")["MEMGRID_GRAPH__URL"] == "neo4j+s://neo4j.data:7687"
     assert production.config("trainer")["MEMGRID_BLOB__SECURE"] == "true"
     assert production.config("setup")["MEMGRID_BUS__REPLICATION_FACTOR"] == "3"
+    # Traces to a collector, one in ten sampled, in every service alike.
+    for name in SERVICES:
+        assert production.config(name)["MEMGRID_TELEMETRY__EXPORTER"] == "otlp"
+        assert production.config(name)["MEMGRID_TELEMETRY__SAMPLE_RATIO"] == "0.1"
     # Ray: the inference pod is the head, workers join it, the trainer uses Ray Client.
     head = production.container("inference")
     assert "ray start --head" in head["args"][0]

@@ -264,3 +264,29 @@ def test_text_log_format_is_unchanged() -> None:
     assert handler.filter(record)
     handler.emit(record)
     assert out.getvalue().rstrip().endswith("INFO x.y hello")
+
+
+def test_sampling_decides_at_the_root_and_every_hop_follows_the_traceparent() -> None:
+    import pydantic
+
+    def recorded(ratio: float, parent: str | None = None, n: int = 1) -> int:
+        cfg = TelemetrySettings(exporter="memory", sample_ratio=ratio)
+        provider, memory = telemetry.build_provider(cfg, "unit")
+        assert memory is not None
+        tracer = provider.get_tracer("t")
+        ctx = telemetry.context_from_traceparent(parent) if parent else None
+        for _ in range(n):
+            with tracer.start_as_current_span("s", context=ctx):
+                pass
+        return len(memory.get_finished_spans())
+
+    sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    not_sampled = sampled[:-2] + "00"
+    assert recorded(1.0) == 1 and recorded(0.0) == 0
+    # A caller's (or producer's) decision wins over this process's ratio.
+    assert recorded(0.0, sampled) == 1
+    assert recorded(1.0, not_sampled) == 0
+    # New roots: the ratio of them, by trace id.
+    assert 800 <= recorded(0.5, n=2000) <= 1200
+    with pytest.raises(pydantic.ValidationError, match="sample_ratio"):
+        TelemetrySettings(sample_ratio=1.5)

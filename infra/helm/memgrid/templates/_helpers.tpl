@@ -94,6 +94,7 @@ Order: chart-computed values, then settings.extra, then services.<name>.env
   "MEMGRID_LOG_LEVEL" $s.logLevel
   "MEMGRID_TELEMETRY__LOG_FORMAT" $s.logFormat
   "MEMGRID_TELEMETRY__EXPORTER" $s.telemetry.exporter
+  "MEMGRID_TELEMETRY__SAMPLE_RATIO" (toString $s.telemetry.sampleRatio)
   "MEMGRID_TELEMETRY__SERVICE_NAME" (printf "memgrid-%s" $name)
   "MEMGRID_BUS__URL" (include "memgrid.kafkaUrl" $root)
   "MEMGRID_BUS__REPLICATION_FACTOR" $v.kafka.replicationFactor
