@@ -34,36 +34,12 @@ STEPS = ("topics", "graph", "blob")
 
 def create_topics(bus: BusSettings) -> list[str]:
     """Creates the declared topics that are missing; returns the names created."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    from shared.adapters.bus_kafka import bootstrap_servers
     from shared.registry import scheme_of
-    from shared.topics import ensure_topics, topic_specs
+    from shared.topics import create_missing_topics, topic_specs
 
     if scheme_of(bus.url) != "kafka":
         raise ConfigError(f"MEMGRID_BUS__URL {bus.url!r}: setup needs a kafka:// bus")
-    timeout_ms = int(bus.publish_timeout_s * 1000)
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers(bus.url),
-            client_id=f"{bus.client_id}-setup",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
-    except KafkaError as exc:
-        raise Unavailable(f"kafka unreachable: {exc}", code="bus_unavailable") from exc
-    try:
-        return ensure_topics(
-            admin,
-            topic_specs(bus),
-            replication_factor=bus.replication_factor,
-            timeout_ms=timeout_ms,
-        )
-    except KafkaError as exc:
-        raise Unavailable(f"cannot create topics: {exc}", code="bus_unavailable") from exc
-    finally:
-        admin.close()
+    return create_missing_topics(bus, topic_specs(bus), client="setup")
 
 
 def create_graph_schema(graph: GraphSettings) -> None:

@@ -2,8 +2,6 @@
 
 ``run_worker`` blocks in a faust Worker until SIGTERM/SIGINT (a clean stop:
 agents finish their batch, the changelog is flushed and offsets committed).
-``ensure_extra_topics`` creates an app's own internal topics (say, a
-repartition topic) that ``shared.streams.ensure_faust_topics`` does not know.
 
 faust is imported by the caller's module; this one only when a function runs.
 """
@@ -14,45 +12,16 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from shared.errors import Unavailable
 from shared.metrics import DEAD_LETTERED
 from shared.schemas.events import EventEnvelope
 from shared.settings import Settings
-from shared.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
 # faust's log levels are named differently from memgrid's.
 _FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
-
-
-def ensure_extra_topics(settings: Settings, specs: Sequence[TopicSpec]) -> list[str]:
-    """Creates the topics of ``specs`` that are missing (Unavailable if Kafka is down)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    from shared.adapters.bus_kafka import bootstrap_servers
-
-    bus = settings.bus
-    timeout_ms = int(bus.publish_timeout_s * 1000)
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers(bus.url),
-            client_id=f"{bus.client_id}-topics",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
-    except KafkaError as exc:
-        raise Unavailable(f"kafka unreachable: {exc}", code="bus_unavailable") from exc
-    try:
-        return ensure_topics(
-            admin, specs, replication_factor=bus.replication_factor, timeout_ms=timeout_ms
-        )
-    finally:
-        admin.close()
 
 
 def shorten_fetch_wait(max_wait_ms: int) -> None:

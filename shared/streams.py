@@ -51,6 +51,7 @@ from shared.settings import BusSettings, Settings
 from shared.telemetry import process_span, setup_tracing, tracing_enabled
 from shared.topics import (
     TopicSpec,
+    create_missing_topics,
     make_dead_letter,
     spec_for,
     topic_specs,
@@ -169,9 +170,8 @@ def ensure_faust_topics(app: faust.App, settings: Settings) -> list[str]:
     Call it after the app's tables are defined and before the worker starts;
     a stream processor may be the first service up, so it does not rely on the
     bus having created the event topics. Returns the names it created."""
-    from shared.faust_worker import ensure_extra_topics
-
-    return ensure_extra_topics(settings, [*topic_specs(settings.bus), *internal_specs(app)])
+    specs = [*topic_specs(settings.bus), *internal_specs(app)]
+    return create_missing_topics(settings.bus, specs, client="topics")
 
 
 async def envelopes(

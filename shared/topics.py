@@ -214,6 +214,11 @@ def dead_letter_spec(name: str) -> TopicSpec:
     )
 
 
+# Tenant named on a dead letter whose message could not be read (no tenant ids
+# can be this word: they are generated as t_<random>).
+UNREADABLE_TENANT = "unknown"
+
+
 def topic_specs(bus: BusSettings | None = None) -> tuple[TopicSpec, ...]:
     """Every declared topic, with the dead-letter topic named as ``bus`` says."""
     dlq = (bus or BusSettings()).dead_letter_topic
@@ -286,6 +291,35 @@ def ensure_topics(
     return created
 
 
+def create_missing_topics(bus: BusSettings, specs: Sequence[TopicSpec], client: str) -> list[str]:
+    """``ensure_topics`` on the Kafka of ``bus`` with an admin client of its own
+    (``<bus.client_id>-<client>``); Unavailable when Kafka cannot be reached."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from shared.adapters.bus_kafka import bootstrap_servers
+    from shared.errors import Unavailable
+
+    timeout_ms = int(bus.publish_timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers(bus.url),
+            client_id=f"{bus.client_id}-{client}",
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except KafkaError as exc:
+        raise Unavailable(f"kafka unreachable: {exc}", code="bus_unavailable") from exc
+    try:
+        return ensure_topics(
+            admin, specs, replication_factor=bus.replication_factor, timeout_ms=timeout_ms
+        )
+    except KafkaError as exc:
+        raise Unavailable(f"cannot create topics: {exc}", code="bus_unavailable") from exc
+    finally:
+        admin.close()
+
+
 # --- dead letters ----------------------------------------------------------------------
 
 
@@ -342,9 +376,9 @@ def make_dead_letter(
         source=source,
         type=DEAD_LETTER_TYPE,
         subject=event.subject if event is not None else None,
-        # An unreadable message has no tenant we could trust; operators see it
-        # under this placeholder rather than under a guessed tenant.
-        tenant=event.tenant if event is not None else "unknown",
+        # An unreadable message has no tenant we could trust: it is filed under
+        # the reserved tenant name "unknown", never under a guessed tenant.
+        tenant=event.tenant if event is not None else UNREADABLE_TENANT,
         namespace=event.namespace if event is not None else None,
         traceparent=event.traceparent if event is not None else None,
         data=letter.model_dump(mode="json", exclude_none=True),

@@ -17,15 +17,16 @@ def serve(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None
     """Runs the worker until it is stopped. ``clock`` gives tick times: the wall
     clock in production; tests run this with another one."""
     from services.scheduler.stream import create_app
-    from shared.faust_worker import ensure_extra_topics, run_worker
+    from shared.faust_worker import run_worker
     from shared.streams import ensure_faust_topics
+    from shared.topics import create_missing_topics
 
     stream = create_app(settings, clock=clock)
     # Declared topics, the tables' changelogs and the internal topics exist
     # before the worker joins: faust is not allowed to create topics itself. The
     # internal ones first: the namespace table's changelog needs a larger
     # message size than ensure_faust_topics would give it.
-    ensure_extra_topics(settings, stream.internal_topics)
+    create_missing_topics(settings.bus, stream.internal_topics, client="topics")
     ensure_faust_topics(stream.app, settings)
     cfg = settings.scheduler
     web = f"http://{settings.host}:{cfg.web_port}"

@@ -25,7 +25,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -47,9 +46,10 @@ from neo4j.exceptions import (
 from services.vault.stores import neo4j_access as access
 from services.vault.stores import neo4j_compliance as compliance
 from services.vault.stores import neo4j_erasure as erasure
+from services.vault.stores import neo4j_outbox as outbox
 from services.vault.stores import neo4j_schema as schema
 from services.vault.stores.neo4j_queries import Unmatchable, filter_cypher, lucene_query
-from services.vault.stores.neo4j_search import text_search_tx, vector_search_tx
+from services.vault.stores.neo4j_search import RateMemo, text_search_tx, vector_search_tx
 from services.vault.stores.neo4j_shards import ShardKeeper
 from services.vault.stores.neo4j_write import plan_batch, searchable_counts, write_batch
 from shared.errors import ConfigError, Conflict, Unavailable
@@ -57,16 +57,12 @@ from shared.ports.graph import OutboxItem, Scored, WriteBatch
 from shared.schemas.api import ApiKeyRecord, NamespaceRecord, SearchFilters, TenantRecord
 from shared.schemas.compliance import ExportRecord
 from shared.schemas.erasure import ErasureReport, ErasureSubject
-from shared.schemas.events import EventEnvelope
 from shared.schemas.memcube import Edge, EdgeKind, MemCube
 from shared.settings import GraphSettings
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-_KEEP_ACKED = 10_000  # acknowledged outbox rows kept for inspection
-_DELETE_CHUNK = 5_000  # acknowledged rows deleted per acknowledgement, at most
-_ACK_CHUNK = 5_000  # rows acknowledged per transaction
 _RATE_MEMO_SIZE = 4096  # (tenant, namespaces, filters) whose vector pass rate is remembered
 _EDGE_TYPES = "|".join(k.value for k in EdgeKind)
 
@@ -127,7 +123,7 @@ class Neo4jGraphStore:
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._down = False  # set when a call found Neo4j unreachable
-        self._pass_rates = _RateMemo(_RATE_MEMO_SIZE)
+        self._pass_rates = RateMemo(_RATE_MEMO_SIZE)
         self._shards = ShardKeeper(
             dimension,
             read=self._read,
@@ -540,41 +536,11 @@ class Neo4jGraphStore:
     # --- outbox ----------------------------------------------------------------------
 
     def outbox_pending(self, limit: int = 500) -> list[OutboxItem]:
-        rows = self._rows(
-            f"MATCH (o:{schema.PENDING}) WHERE o.seq IS NOT NULL"
-            " RETURN o.seq AS seq, o.topic AS topic, o.event AS event ORDER BY o.seq LIMIT $limit",
-            limit=int(limit),
-        )
-        return [
-            OutboxItem(int(r["seq"]), r["topic"], EventEnvelope.model_validate_json(r["event"]))
-            for r in rows
-        ]
+        return self._read(outbox.pending, limit=limit)
 
     def outbox_ack(self, seqs: Sequence[int]) -> None:
-        """Idempotent, so large lists go in chunks: a transaction of 100k row updates
-        would outgrow the server's transaction memory limit."""
-        unique = sorted({int(s) for s in seqs})
-        for start in range(0, len(unique), _ACK_CHUNK):
-            self._ack(unique[start : start + _ACK_CHUNK])
-
-    def _ack(self, seqs: list[int]) -> None:
-        def work(tx: ManagedTransaction) -> None:
-            tx.run(
-                f"UNWIND $seqs AS s MATCH (o:{schema.OUTBOX} {{seq: s}}) WHERE o.acked = false"
-                f" SET o.acked = true, o.acked_at = $now REMOVE o:{schema.PENDING}",
-                seqs=seqs,
-                now=time.time(),
-            ).consume()
-            # Counted from the newest acknowledged row rather than the counter, so
-            # acknowledging never touches the node every writer locks.
-            tx.run(
-                f"MATCH (o:{schema.OUTBOX}) WHERE o.seq <= $cut AND o.acked = true"
-                " WITH o LIMIT $chunk DELETE o",
-                cut=seqs[-1] - _KEEP_ACKED,
-                chunk=_DELETE_CHUNK,
-            ).consume()
-
-        self._write(work)
+        for chunk in outbox.chunks(seqs):
+            self._write(outbox.ack, seqs=chunk)
 
     # --- health ----------------------------------------------------------------------
 
@@ -597,35 +563,6 @@ class Neo4jGraphStore:
         driver, self._driver = self._driver, None
         if driver is not None:
             driver.close()
-
-
-class _RateMemo:
-    """Share of vector-index hits that passed, per search scope; small and bounded.
-
-    An estimate only: a wrong value costs one more index round, never a wrong
-    result. Guarded by a lock because FastAPI runs searches on many threads.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._rates: OrderedDict[str, float] = OrderedDict()
-
-    def get(self, key: str) -> float | None:
-        with self._lock:
-            rate = self._rates.get(key)
-            if rate is not None:
-                self._rates.move_to_end(key)
-            return rate
-
-    def put(self, key: str, rate: float) -> None:
-        with self._lock:
-            old = self._rates.get(key)
-            # Smoothed, so one odd query does not swing the next one's k'.
-            self._rates[key] = rate if old is None else (old + rate) / 2
-            self._rates.move_to_end(key)
-            while len(self._rates) > self._size:
-                self._rates.popitem(last=False)
 
 
 def _namespace_key(tenant: str, name: str) -> str:

@@ -44,6 +44,8 @@ was ranked.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from neo4j import ManagedTransaction
@@ -75,9 +77,6 @@ def first_round(k: int, pass_rate: float | None) -> int:
     if pass_rate is None:
         return max(2 * k, k + 64)
     return max(k + 16, math.ceil(1.2 * k / max(pass_rate, 1e-6)) + 16)
-
-
-RateMemo = Any  # neo4j_graph._RateMemo: get(key) / put(key, rate), thread-safe
 
 
 def vector_search_tx(
@@ -245,3 +244,32 @@ def text_search_tx(
         limit = next_round(limit, k, fetched, len(hits))
         if limit > TEXT_LAST_ROUND:
             limit = None
+
+
+class RateMemo:
+    """Share of vector-index hits that passed, per search scope; small and bounded.
+
+    An estimate only: a wrong value costs one more index round, never a wrong
+    result. Guarded by a lock because FastAPI runs searches on many threads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._rates: OrderedDict[str, float] = OrderedDict()
+
+    def get(self, key: str) -> float | None:
+        with self._lock:
+            rate = self._rates.get(key)
+            if rate is not None:
+                self._rates.move_to_end(key)
+            return rate
+
+    def put(self, key: str, rate: float) -> None:
+        with self._lock:
+            old = self._rates.get(key)
+            # Smoothed, so one odd query does not swing the next one's k'.
+            self._rates[key] = rate if old is None else (old + rate) / 2
+            self._rates.move_to_end(key)
+            while len(self._rates) > self._size:
+                self._rates.popitem(last=False)

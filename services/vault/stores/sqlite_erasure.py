@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from services.vault.stores.sqlite_query import placeholders
+from services.vault.stores.sqlite_query import qmarks
 from shared.schemas.erasure import ErasureReport, ErasureSubject, content_free
 from shared.schemas.memcube import MemCube
 
@@ -59,7 +59,7 @@ def candidates(
         chunk = spaces[start : start + _CHUNK]
         cur = conn.execute(
             "SELECT id, json FROM cubes WHERE tenant = ? AND tier = 'plaintext'"
-            f" AND namespace IN ({placeholders(len(chunk))})"
+            f" AND namespace IN ({qmarks(len(chunk))})"
             " AND instr(memgrid_fold(json), ?) > 0 ORDER BY rid",
             (tenant, *chunk, subject.needle()),
         )
@@ -82,7 +82,7 @@ def purge(
     unique = list(dict.fromkeys(cube_ids))
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        marks = placeholders(len(chunk))
+        marks = qmarks(len(chunk))
         rows = conn.execute(
             f"SELECT rid, json FROM cubes WHERE tenant = ? AND id IN ({marks})",
             (tenant, *chunk),

@@ -30,7 +30,7 @@ from services.vault.stores.sqlite_query import (
     epoch,
     filter_sql,
     has_row_filters,
-    placeholders,
+    qmarks,
     query_terms,
     scope_sql,
 )
@@ -288,7 +288,7 @@ class SqliteGraphStore:
                 found.update(
                     conn.execute(
                         f"SELECT id, json FROM cubes WHERE tenant = ? AND is_current = 1"
-                        f" AND id IN ({placeholders(len(chunk))})",
+                        f" AND id IN ({qmarks(len(chunk))})",
                         (tenant, *chunk),
                     ).fetchall()
                 )

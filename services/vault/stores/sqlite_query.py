@@ -1,7 +1,7 @@
 """The SQLite store's search SQL: filters, query words, safe FTS5 queries.
 
-Nothing here interpolates a value into SQL: fragments carry ``?`` placeholders
-and their parameters travel beside them.
+Nothing here interpolates a value into SQL: fragments carry ``?`` markers and
+their values travel beside them as parameters.
 """
 
 from __future__ import annotations
@@ -62,14 +62,15 @@ def epoch(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-def placeholders(n: int) -> str:
+def qmarks(n: int) -> str:
+    """``?,?,?`` for an ``IN (...)`` of ``n`` parameters."""
     return ",".join("?" * n)
 
 
 def scope_sql(tenant: str, namespaces: Sequence[str], alias: str = "c") -> tuple[str, list[object]]:
     """Tenant, namespaces and "current and searchable": the part every search shares."""
     sql = (
-        f"{alias}.tenant = ? AND {alias}.namespace IN ({placeholders(len(namespaces))})"
+        f"{alias}.tenant = ? AND {alias}.namespace IN ({qmarks(len(namespaces))})"
         f" AND {alias}.is_current = 1 AND {alias}.searchable = 1"
     )
     return sql, [tenant, *namespaces]
@@ -90,10 +91,10 @@ def filter_sql(
     params: list[object] = []
     if include_columns:
         if f.semantic_type:
-            parts.append(f"{alias}.semantic_type IN ({placeholders(len(f.semantic_type))})")
+            parts.append(f"{alias}.semantic_type IN ({qmarks(len(f.semantic_type))})")
             params.extend(str(s) for s in f.semantic_type)
         if f.origin:
-            parts.append(f"{alias}.origin IN ({placeholders(len(f.origin))})")
+            parts.append(f"{alias}.origin IN ({qmarks(len(f.origin))})")
             params.extend(str(o) for o in f.origin)
         if f.event_time_from is not None:
             parts.append(f"{alias}.event_time >= ?")
@@ -106,15 +107,14 @@ def filter_sql(
     if f.tags_any:
         tags = sorted(set(f.tags_any))
         parts.append(
-            f"{alias}.rid IN (SELECT t.rid FROM cube_tags t"
-            f" WHERE t.tag IN ({placeholders(len(tags))}))"
+            f"{alias}.rid IN (SELECT t.rid FROM cube_tags t WHERE t.tag IN ({qmarks(len(tags))}))"
         )
         params.extend(tags)
     if f.tags_all:
         tags = sorted(set(f.tags_all))
         parts.append(
             f"{alias}.rid IN (SELECT t.rid FROM cube_tags t"
-            f" WHERE t.tag IN ({placeholders(len(tags))}) GROUP BY t.rid HAVING COUNT(*) = ?)"
+            f" WHERE t.tag IN ({qmarks(len(tags))}) GROUP BY t.rid HAVING COUNT(*) = ?)"
         )
         params.extend(tags)
         params.append(len(tags))
@@ -159,6 +159,6 @@ def _metadata_condition(alias: str, key: str, value: object) -> tuple[str, list[
     types = ["integer", "real"] if kind in ("integer", "real") else [kind]
     return (
         f"{alias}.rid IN (SELECT m.rid FROM cube_meta m WHERE m.key = ? AND m.value = ?"
-        f" AND m.type IN ({placeholders(len(types))}))",
+        f" AND m.type IN ({qmarks(len(types))}))",
         [key, stored, *types],
     )
