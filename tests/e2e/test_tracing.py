@@ -51,13 +51,22 @@ def test_one_add_is_one_trace_from_the_api_through_kafka_to_the_scheduler(
                 return s
         return None
 
-    processed = wait_until(scheduler_span, 60, "the scheduler's span of memory.created")
+    def whole_chain() -> list[dict[str, Any]] | None:
+        # Each process exports in its own batches (every few seconds), so the
+        # scheduler's span may arrive before its ancestors do: wait for the chain
+        # to reach the span whose parent is the client's.
+        processed = scheduler_span()
+        if processed is None:
+            return None
+        found = chain(processed, {s["span_id"]: s for s in otlp_sink.spans(trace_id)})
+        return found if found[-1]["parent_span_id"] == caller_span else None
+
+    # Innermost first: scheduler <- Kafka send (vault's relay) <- ... <- interface.
+    ancestors = wait_until(whole_chain, 60, "the chain from the scheduler's span to the client's")
+    processed = ancestors[0]
     spans = otlp_sink.spans(trace_id)
     by_id = {s["span_id"]: s for s in spans}
     assert {s["trace_id"] for s in spans} == {trace_id}
-
-    # Innermost first: scheduler <- Kafka send (vault's relay) <- ... <- interface.
-    ancestors = chain(processed, by_id)
     send = ancestors[1]
     assert send["kind"] == "PRODUCER" and send["name"] == "send memory.created"
     assert send["service"].endswith("-vault")

@@ -244,8 +244,13 @@ def test_accessed_events_lead_to_a_build_command_and_an_explained_decision(
         assert sorted(command.data["cube_ids"]) == sorted(cubes)
         assert "hot set" in command.data["reason"]
 
-        view = worker.usage(cubes[0])
-        assert view is not None
+        # The decision reaches the cube's journal as a note routed to the cube's
+        # owner (services/scheduler/routing.py), after the command went out.
+        view = wait_for(
+            lambda: (v := worker.usage(cubes[0])) is not None and v["decisions"] and v,
+            30,
+            f"the decision in the journal of {cubes[0]}",
+        )
         assert view["access_count"] == 5
         assert view["scores"]["hotness"] >= 3.0
         (decision,) = view["decisions"]
